@@ -1,0 +1,76 @@
+//! Exact metadata strings shared with the automation (playbooks, rulebooks) and the Go operator.
+
+/// API group of the `ComputeInstance` resource.
+pub const GROUP: &str = "cloudkit.openshift.io";
+
+/// Finalizer owned by the operator: present while the operator still has deprovisioning to do.
+pub const FINALIZER: &str = "cloudkit.openshift.io/computeinstance";
+
+/// Finalizer owned by the automation. The create playbook adds it early; the delete playbook
+/// removes it as its last step. The operator only reads it.
+pub const AAP_FINALIZER: &str = "cloudkit.openshift.io/computeinstance-aap";
+
+/// Annotation written by the automation once a configuration has been applied; its value is the
+/// `status.desiredConfigVersion` the automation was given.
+pub const RECONCILED_CONFIG_VERSION_ANNOTATION: &str =
+    "cloudkit.openshift.io/reconciled-config-version";
+
+/// Annotation that takes a CI out of the operator's hands, see [`ManagementState`].
+pub const MANAGEMENT_STATE_ANNOTATION: &str = "cloudkit.openshift.io/management-state";
+
+/// Annotation a user changes to a new value to run a failed provision or deprovision again.
+pub const RETRY_ANNOTATION: &str = "cloudkit.openshift.io/retry";
+
+/// Label set by the fulfillment service; carried through untouched.
+pub const UUID_LABEL: &str = "cloudkit.openshift.io/computeinstance-uuid";
+
+/// Condition type: true when the desired configuration has been applied.
+pub const CONDITION_CONFIGURATION_APPLIED: &str = "ConfigurationApplied";
+
+/// Condition type: true when a failed deprovision keeps the CI from being deleted.
+pub const CONDITION_DELETION_BLOCKED: &str = "DeletionBlocked";
+
+/// How much of a CI's life the operator manages, from [`MANAGEMENT_STATE_ANNOTATION`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ManagementState {
+    /// No annotation (or any other value): the operator manages the CI fully.
+    #[default]
+    Managed,
+    /// `manual`: the operator runs no jobs; on delete it releases its finalizer without
+    /// deprovisioning. This is the escape hatch for a blocked deletion.
+    Manual,
+    /// `unmanaged`: the operator does nothing at all with this CI.
+    Unmanaged,
+}
+
+impl ManagementState {
+    /// Reads the annotation value. Unknown values mean [`ManagementState::Managed`], so a typo
+    /// never silently stops management in an unexpected way; the values are matched exactly.
+    pub fn from_annotation(value: Option<&str>) -> Self {
+        match value {
+            Some("manual") => Self::Manual,
+            Some("unmanaged") => Self::Unmanaged,
+            _ => Self::Managed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn management_state_values() {
+        let rows = [
+            (None, ManagementState::Managed),
+            (Some(""), ManagementState::Managed),
+            (Some("managed"), ManagementState::Managed),
+            (Some("Manual"), ManagementState::Managed),
+            (Some("manual"), ManagementState::Manual),
+            (Some("unmanaged"), ManagementState::Unmanaged),
+        ];
+        for (value, want) in rows {
+            assert_eq!(ManagementState::from_annotation(value), want, "{value:?}");
+        }
+    }
+}
