@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::job::JobStatus;
 
-/// Desired state of a virtual machine. The field order is the Go operator's: the configuration
-/// hash ([`crate::config_version`]) depends on it.
+/// Desired state of a virtual machine.
+// The field order is the Go operator's: the configuration hash (`crate::config_version`) depends
+// on it.
+// Each `printcolumn(...)` repeats `type_ = ...`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[kube(
     group = "cloudkit.openshift.io",
@@ -167,17 +170,18 @@ pub struct ComputeInstanceStatus {
     /// Coarse lifecycle phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Standard conditions: `ConfigurationApplied`, `DeletionBlocked`.
+    /// Standard conditions: ConfigurationApplied, DeletionBlocked.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// Generation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Hash of the spec (see [`crate::config_version`]).
+    /// Hash of the spec; compare with reconciledConfigVersion.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_config_version: Option<String>,
-    /// Copied from the `reconciled-config-version` annotation written by the automation.
+    /// The configuration version the automation last applied (from the
+    /// cloudkit.openshift.io/reconciled-config-version annotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reconciled_config_version: Option<String>,
     /// Job history, oldest first.

@@ -127,14 +127,13 @@ pub enum AapJobKind {
     WorkflowJob,
 }
 
-/// One entry of `status.jobs[]`.
-///
-/// The first six fields are the Go operator's wire format; the others are optional additions
-/// that old readers ignore.
+/// One provision or deprovision run.
+// The first six fields are the Go operator's wire format; the others are optional additions that
+// old readers ignore.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
-    /// AAP numeric id as a decimal string, or `eda-webhook-N` for EDA. Empty while a launch is
+    /// AAP numeric id as a decimal string, or eda-webhook-N for EDA. Empty while a launch is
     /// recorded as an intent but the provider has not answered yet.
     #[serde(rename = "jobID")]
     pub job_id: String,
@@ -151,11 +150,11 @@ pub struct JobStatus {
     /// When a deprovision job fails, keep the CI (and the VM) until a human decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_deletion_on_failure: Option<bool>,
-    /// The provider that owns the job. Absent on entries written by the Go operator; see
-    /// [`JobStatus::owner`].
+    /// The provider that owns the job. Absent on entries written by the Go operator: there an id
+    /// starting with eda-webhook- means eda, any other id aap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ProviderKind>,
-    /// The `desiredConfigVersion` a provision job was launched for.
+    /// The desiredConfigVersion a provision job was launched for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_version: Option<String>,
     /// AAP only: whether the id is a job or a workflow job.
@@ -167,8 +166,9 @@ pub struct JobStatus {
     pub launch_key: Option<String>,
     /// Which attempt for the same intent (configuration version or deletion) this is, from 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempt: Option<u32>,
-    /// The value of the `cloudkit.openshift.io/retry` annotation when the job was started, so a
+    #[schemars(range(min = 1))]
+    pub attempt: Option<i32>,
+    /// The value of the cloudkit.openshift.io/retry annotation when the job was started, so a
     /// new value can be told from one already acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_token: Option<String>,
@@ -246,7 +246,7 @@ mod tests {
 
     #[test]
     fn owner_of_legacy_and_new_entries() {
-        let t = Time(jiff::Timestamp::UNIX_EPOCH);
+        let t = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
         let mut job = JobStatus::new(
             "eda-webhook-3",
             JobType::Provision,

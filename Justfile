@@ -1,0 +1,21 @@
+# Task runner. Run `./x <recipe>` (installs `just` when missing) or `just <recipe>`.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# The full test suite: unit tests, then integration tests on a real API server.
+test:
+    cargo test --workspace --all-targets --no-fail-fast
+    cargo test --workspace --doc
+
+# Regenerate the committed CRD YAML from the Rust types.
+crds:
+    CLOUDKIT_UPDATE_CRDS=1 cargo test -q -p cloudkit-api --test crd
+
+# Formatting and lints, as CI wants them.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
