@@ -1,4 +1,5 @@
 //! Table and property tests for the job history helpers (SPEC section 2).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cloudkit_api::history::{
     DEFAULT_HISTORY_LIMIT, append_job, eda_job_number, find_job, latest_job, next_eda_job_id,

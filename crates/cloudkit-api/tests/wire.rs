@@ -1,4 +1,5 @@
 //! The status wire format is the Go operator's, field for field.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cloudkit_api::{
     AapJobKind, ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType, Phase,
