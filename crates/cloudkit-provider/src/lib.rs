@@ -38,6 +38,7 @@
 
 mod error;
 mod registry;
+mod secret;
 
 use std::fmt::Debug;
 use std::time::Duration;
@@ -47,6 +48,7 @@ use cloudkit_api::{AapJobKind, ComputeInstance, JobState, JobStatus, JobType, Pr
 
 pub use error::{ProviderError, ProviderErrorKind};
 pub use registry::ProviderRegistry;
+pub use secret::Secret;
 
 /// What the reconciler hands a provider when it starts a job.
 #[derive(Clone, Debug, PartialEq, Eq)]

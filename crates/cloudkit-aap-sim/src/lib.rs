@@ -1,0 +1,1 @@
+//! An AWX-compatible automation controller API simulator for tests and demos.

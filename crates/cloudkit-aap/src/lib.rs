@@ -1,0 +1,1 @@
+//! Ansible Automation Platform controller client and the AAP provider.

@@ -1,0 +1,1 @@
+//! Event-Driven Ansible webhook client and the EDA provider.
