@@ -1,6 +1,7 @@
 //! Per CI and URL minimum interval between two triggers.
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,8 @@ pub(crate) struct Key {
 
 /// Remembers when each (CI, URL) was last triggered. Only entries younger than the interval are
 /// kept, so its size is bounded by the number of triggers sent within one interval.
-#[derive(Debug)]
+///
+/// `Debug` shows the interval and the number of entries only: a URL may carry a credential.
 pub(crate) struct RateLimiter {
     interval: Duration,
     clock: Arc<dyn Clock>,
@@ -50,12 +52,21 @@ impl RateLimiter {
         Ok(())
     }
 
-    #[cfg(test)]
     fn tracked(&self) -> usize {
         self.last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len()
+    }
+}
+
+impl fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("interval", &self.interval)
+            .field("clock", &self.clock)
+            .field("tracked", &self.tracked())
+            .finish()
     }
 }
 
