@@ -213,6 +213,25 @@ pub trait Provider: Send + Sync + Debug {
         Ok(CancelOutcome::Unsupported)
     }
 
+    /// Whether [`Provider::cancel`] can stop a running job. When false, the reconciler waits for
+    /// the job instead (bounded by a grace period where the provider cannot report progress).
+    fn can_cancel(&self) -> bool {
+        false
+    }
+
+    /// Whether a deprovision that could not even be started keeps the CI from being deleted, as
+    /// a failed deprovision job of this provider does.
+    fn blocks_deletion_on_failure(&self) -> bool {
+        false
+    }
+
+    /// Whether [`Provider::find_launch`] can answer `Found` / `NotFound`. When true, a launch
+    /// whose outcome is unknown (a timeout after sending) is looked up later instead of being
+    /// counted as failed.
+    fn can_find_launches(&self) -> bool {
+        false
+    }
+
     /// Finds the job started by a launch whose answer was lost (the operator stopped between
     /// sending the launch and recording the job id). `job` is the recorded intent, with its
     /// `launch_key`.

@@ -1,0 +1,871 @@
+//! The pure decision function: a CI, what the providers reported, and the time in; a plan out.
+//!
+//! Every rule of the reconciler lives here, so it can be tested row by row without a cluster,
+//! a provider or a clock. The async shell only gathers [`Observed`] and executes the [`Plan`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use cloudkit_api::history::{latest_job, next_eda_job_id, trim_history};
+use cloudkit_api::metadata::{
+    AAP_FINALIZER, CONDITION_CONFIGURATION_APPLIED, CONDITION_DELETION_BLOCKED, FINALIZER,
+    MANAGEMENT_STATE_ANNOTATION, ManagementState, RECONCILED_CONFIG_VERSION_ANNOTATION,
+    RETRY_ANNOTATION,
+};
+use cloudkit_api::{
+    ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType, Phase, ProviderKind,
+    config_version,
+};
+use cloudkit_provider::{JobObservation, LaunchLookup, ProviderErrorKind};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use crate::conditions::{find_condition, set_condition};
+use crate::settings::Settings;
+
+/// A provider error reduced to what decisions need (provider errors are not `Clone`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// The class.
+    pub kind: ProviderErrorKind,
+    /// One line, no credentials.
+    pub message: String,
+    /// For rate limits.
+    pub retry_after: Option<Duration>,
+}
+
+impl From<&cloudkit_provider::ProviderError> for ErrorInfo {
+    fn from(e: &cloudkit_provider::ProviderError) -> Self {
+        ErrorInfo {
+            kind: e.kind(),
+            message: e.to_string(),
+            retry_after: e.retry_after(),
+        }
+    }
+}
+
+/// What the providers said this pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Current state of non-terminal jobs, by job id.
+    pub jobs: BTreeMap<String, JobObservation>,
+    /// Jobs whose state could not be read this pass, by job id.
+    pub job_errors: BTreeMap<String, ErrorInfo>,
+    /// Answers for intents without a job id, by launch key.
+    pub lookups: BTreeMap<String, LaunchLookup>,
+    /// A provider asked not to be called for this CI before this time (rate limit).
+    pub launch_not_before: Option<Timestamp>,
+    /// Jobs this process already asked to cancel; not asked again.
+    pub cancel_requested: BTreeSet<String>,
+}
+
+/// What to do with the operator's finalizer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FinalizerChange {
+    /// Leave it.
+    #[default]
+    Keep,
+    /// Add it (before any job is started).
+    Add,
+    /// Remove it: the CI may go.
+    Remove,
+}
+
+/// The one provider call of a pass.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start the job recorded as an intent (a status entry without a job id) under
+    /// `launch_key`. The intent must be written before the call.
+    Launch {
+        /// The provider to start it with.
+        provider: ProviderKind,
+        /// Provision or deprovision.
+        job_type: JobType,
+        /// The intent's key.
+        launch_key: String,
+    },
+    /// Ask the provider to cancel a job.
+    Cancel {
+        /// The provider that owns the job.
+        provider: ProviderKind,
+        /// The job.
+        job_id: String,
+    },
+}
+
+/// Severity of an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    /// Informational.
+    Normal,
+    /// Needs attention.
+    Warning,
+}
+
+/// A Kubernetes Event to record on the CI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSpec {
+    /// Normal or Warning.
+    pub type_: EventType,
+    /// CamelCase reason.
+    pub reason: String,
+    /// Human-readable message.
+    pub message: String,
+}
+
+impl EventSpec {
+    fn normal(reason: &str, message: String) -> Self {
+        EventSpec {
+            type_: EventType::Normal,
+            reason: reason.to_string(),
+            message,
+        }
+    }
+    fn warning(reason: &str, message: String) -> Self {
+        EventSpec {
+            type_: EventType::Warning,
+            reason: reason.to_string(),
+            message,
+        }
+    }
+}
+
+/// A job that reached a terminal state this pass (for metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FinishedJob {
+    /// Provision or deprovision.
+    pub job_type: JobType,
+    /// Owner.
+    pub provider: ProviderKind,
+    /// Terminal state.
+    pub state: JobState,
+    /// From start to now.
+    pub duration: Duration,
+}
+
+/// The outcome of [`decide`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// The status to write, when it differs from the current one.
+    pub status: Option<ComputeInstanceStatus>,
+    /// The finalizer change, executed before a launch and after everything else for a removal.
+    pub finalizer: FinalizerChange,
+    /// At most one provider call.
+    pub action: Option<Action>,
+    /// Events to record.
+    pub events: Vec<EventSpec>,
+    /// Jobs that finished this pass.
+    pub finished: Vec<FinishedJob>,
+    /// When to look again, besides on changes to the CI.
+    pub requeue_after: Option<Duration>,
+}
+
+impl Plan {
+    fn requeue(&mut self, after: Duration) {
+        self.requeue_after = Some(match self.requeue_after {
+            Some(current) => current.min(after),
+            None => after,
+        });
+    }
+}
+
+/// Condition reasons (the `ConfigurationApplied` and `DeletionBlocked` vocabularies).
+pub mod reason {
+    /// The desired configuration is applied.
+    pub const APPLIED: &str = "Applied";
+    /// A provision is under way.
+    pub const APPLYING: &str = "Applying";
+    /// The latest provision for the desired configuration failed and will not be retried.
+    pub const PROVISION_FAILED: &str = "ProvisionFailed";
+    /// A failed provision will be retried automatically.
+    pub const RETRY_SCHEDULED: &str = "RetryScheduled";
+    /// The spec cannot be acted on.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// A provider could not be reached, refused, or is not configured.
+    pub const PROVIDER_ERROR: &str = "ProviderError";
+    /// `management-state: manual`.
+    pub const MANUAL: &str = "ManagementManual";
+    /// Deletion waits for a human.
+    pub const DEPROVISION_FAILED: &str = "DeprovisionFailed";
+    /// Deletion is not blocked (any more).
+    pub const NOT_BLOCKED: &str = "NotBlocked";
+}
+
+/// Decides what to do with `ci`.
+pub fn decide(
+    ci: &ComputeInstance,
+    observed: &Observed,
+    now: Timestamp,
+    settings: &Settings,
+) -> Plan {
+    let mut plan = Plan::default();
+    let annotations = ci.metadata.annotations.as_ref();
+    let annotation = |key: &str| {
+        annotations
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    let management = ManagementState::from_annotation(annotation(MANAGEMENT_STATE_ANNOTATION));
+    if management == ManagementState::Unmanaged {
+        return plan;
+    }
+    let finalizers = ci.metadata.finalizers.as_deref().unwrap_or_default();
+    let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
+    let has_aap_finalizer = finalizers.iter().any(|f| f == AAP_FINALIZER);
+    let deleting = ci.metadata.deletion_timestamp.is_some();
+
+    if deleting && !has_finalizer {
+        return plan;
+    }
+    if deleting && management == ManagementState::Manual {
+        plan.finalizer = FinalizerChange::Remove;
+        plan.events.push(EventSpec::normal(
+            "Released",
+            "management-state is manual: released without deprovisioning".into(),
+        ));
+        return plan;
+    }
+    if !deleting && !has_finalizer {
+        plan.finalizer = FinalizerChange::Add;
+    }
+
+    let old = ci.status.clone().unwrap_or_default();
+    let mut st = old.clone();
+    let generation = ci.metadata.generation;
+    let desired = config_version(&ci.spec);
+    st.desired_config_version = Some(desired.clone());
+    st.observed_generation = generation;
+    let retry_token = annotation(RETRY_ANNOTATION).map(str::to_string);
+
+    let mut ctx = Ctx {
+        settings,
+        now,
+        plan: &mut plan,
+        ci_key: launch_scope(ci),
+        provider_error: None,
+        launch_not_before: observed.launch_not_before,
+        cancel_requested: &observed.cancel_requested,
+    };
+
+    ctx.fold_observations(&mut st.jobs, observed);
+    ctx.resolve_lost_launches(&mut st.jobs, observed, deleting);
+
+    // A non-terminal job whose provider is not configured can be neither read nor cancelled.
+    let orphan = st
+        .jobs
+        .iter()
+        .find(|j| !j.is_terminal() && settings.capabilities(j.owner()).is_none())
+        .map(|j| {
+            format!(
+                "{} job {} was started by provider {}, which is not configured; configure it to follow the job",
+                j.job_type,
+                display_id(j),
+                j.owner()
+            )
+        });
+
+    let reconciled = reconciled_version(
+        annotation(RECONCILED_CONFIG_VERSION_ANNOTATION),
+        &st.jobs,
+        &desired,
+    );
+    st.reconciled_config_version = reconciled.clone();
+    let reconciled = reconciled.unwrap_or_default();
+
+    let invalid = ci.spec.validate().err().map(|e| e.to_string());
+
+    if deleting {
+        st.phase = Some(Phase::Deleting);
+        ctx.decide_delete(&mut st, has_aap_finalizer, retry_token, generation);
+    } else {
+        let outlook = if invalid.is_some() || management == ManagementState::Manual {
+            ctx.waiting_outlook(&st.jobs, &desired)
+        } else {
+            ctx.decide_provision(&mut st, &desired, &reconciled, retry_token)
+        };
+        st.phase = Some(if outlook == Outlook::FailedFinal {
+            Phase::Failed
+        } else if !reconciled.is_empty() {
+            Phase::Running
+        } else {
+            Phase::Starting
+        });
+        let (applied, reason, message) = if let Some(msg) = &invalid {
+            (false, reason::INVALID_SPEC, msg.clone())
+        } else if let Some(msg) = &orphan {
+            (false, reason::PROVIDER_ERROR, msg.clone())
+        } else if desired == reconciled {
+            (
+                true,
+                reason::APPLIED,
+                format!("configuration {desired} is applied"),
+            )
+        } else if management == ManagementState::Manual {
+            (
+                false,
+                reason::MANUAL,
+                "management-state is manual: the operator starts no jobs".to_string(),
+            )
+        } else if let Some(msg) = ctx.provider_error.clone() {
+            (false, reason::PROVIDER_ERROR, msg)
+        } else {
+            match &outlook {
+                Outlook::FailedFinal => (false, reason::PROVISION_FAILED, failed_message(&st.jobs)),
+                Outlook::RetryAt(at) => (
+                    false,
+                    reason::RETRY_SCHEDULED,
+                    format!("{}; retrying at {}", failed_message(&st.jobs), Time(*at).0),
+                ),
+                Outlook::InProgress | Outlook::Nothing => (
+                    false,
+                    reason::APPLYING,
+                    applying_message(&st.jobs, &desired),
+                ),
+            }
+        };
+        set_condition(
+            &mut st.conditions,
+            CONDITION_CONFIGURATION_APPLIED,
+            applied,
+            reason,
+            &message,
+            generation,
+            now,
+        );
+        ctx.event_on_new_reason(&old, reason, &message);
+    }
+
+    trim_history(&mut st.jobs, settings.history_limit);
+    if st != old {
+        plan.status = Some(st);
+    }
+    plan
+}
+
+/// What is ahead for the current configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outlook {
+    /// Nothing to do.
+    Nothing,
+    /// A provision is running or starting.
+    InProgress,
+    /// A failed provision will be retried at this time.
+    RetryAt(Timestamp),
+    /// The latest provision for the desired configuration failed; no retry.
+    FailedFinal,
+}
+
+struct Ctx<'a> {
+    settings: &'a Settings,
+    now: Timestamp,
+    plan: &'a mut Plan,
+    /// Identifies the CI in launch keys.
+    ci_key: String,
+    /// A provider problem to show in the condition.
+    provider_error: Option<String>,
+    /// From [`Observed::launch_not_before`].
+    launch_not_before: Option<Timestamp>,
+    /// From [`Observed::cancel_requested`].
+    cancel_requested: &'a BTreeSet<String>,
+}
+
+impl Ctx<'_> {
+    /// Brings non-terminal jobs up to date with what their providers report.
+    fn fold_observations(&mut self, jobs: &mut [JobStatus], observed: &Observed) {
+        let mut remote = false;
+        for job in jobs.iter_mut().filter(|j| !j.is_terminal()) {
+            if job.job_id.is_empty() {
+                continue;
+            }
+            let caps = self.settings.capabilities(job.owner());
+            if caps.is_some_and(|c| c.polls_remotely) {
+                remote = true;
+            }
+            if let Some(err) = observed.job_errors.get(&job.job_id) {
+                self.provider_error = Some(format!(
+                    "cannot read {} job {}: {}",
+                    job.job_type, job.job_id, err.message
+                ));
+                if err.kind == ProviderErrorKind::Auth {
+                    self.plan.events.push(EventSpec::warning(
+                        "ProviderAuthFailed",
+                        format!("{}: {}", job.owner(), err.message),
+                    ));
+                }
+                continue;
+            }
+            let Some(obs) = observed.jobs.get(&job.job_id) else {
+                continue;
+            };
+            if let Some(message) = &obs.message {
+                job.message = Some(message.clone());
+            }
+            if obs.state == job.state {
+                continue;
+            }
+            job.state = obs.state;
+            if obs.state.is_terminal() {
+                self.finish(job);
+            }
+        }
+        if remote {
+            self.plan.requeue(self.settings.poll_interval);
+        }
+    }
+
+    /// Records the end of `job` (already in a terminal state).
+    fn finish(&mut self, job: &mut JobStatus) {
+        job.completion_timestamp = Some(Time(self.now));
+        let duration = elapsed(self.now, job.timestamp.0);
+        self.plan.finished.push(FinishedJob {
+            job_type: job.job_type,
+            provider: job.owner(),
+            state: job.state,
+            duration,
+        });
+        let text = format!(
+            "{} job {} ({}) {}{}",
+            job.job_type,
+            display_id(job),
+            job.owner(),
+            job.state,
+            job.message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        );
+        self.plan.events.push(match job.state {
+            JobState::Succeeded => EventSpec::normal("JobSucceeded", text),
+            JobState::Canceled => EventSpec::warning("JobCanceled", text),
+            _ => EventSpec::warning("JobFailed", text),
+        });
+    }
+
+    /// Intents without a job id that are older than the launch window: their launch was lost
+    /// (the operator stopped, or the answer timed out). The lookup says whether it happened.
+    fn resolve_lost_launches(
+        &mut self,
+        jobs: &mut [JobStatus],
+        observed: &Observed,
+        deleting: bool,
+    ) {
+        for i in 0..jobs.len() {
+            let job = &jobs[i];
+            if !job.job_id.is_empty() || job.is_terminal() {
+                continue;
+            }
+            let age = elapsed(self.now, job.timestamp.0);
+            if age < self.settings.launch_window {
+                self.plan.requeue(self.settings.launch_window - age);
+                continue;
+            }
+            let key = job.launch_key.clone().unwrap_or_default();
+            match observed.lookups.get(&key) {
+                Some(LaunchLookup::Found(started)) => {
+                    let job = &mut jobs[i];
+                    job.job_id = started.job_id.clone();
+                    job.state = started.state;
+                    job.message = started.message.clone();
+                    job.aap_job_kind = started.aap_job_kind;
+                    job.block_deletion_on_failure = Some(started.block_deletion_on_failure);
+                    if job.state.is_terminal() {
+                        self.finish(job);
+                    }
+                    self.plan.requeue(self.settings.poll_interval);
+                }
+                Some(LaunchLookup::NotFound) => {
+                    if deleting && job.job_type == JobType::Provision {
+                        let job = &mut jobs[i];
+                        job.state = JobState::Canceled;
+                        job.message =
+                            Some("never launched; deletion requested before it started".into());
+                        job.completion_timestamp = Some(Time(self.now));
+                    } else if self.plan.action.is_none() {
+                        self.plan.action = Some(Action::Launch {
+                            provider: job.owner(),
+                            job_type: job.job_type,
+                            launch_key: key,
+                        });
+                    }
+                }
+                Some(LaunchLookup::Unknowable) => {
+                    // The trigger may or may not have been delivered; sending it again could
+                    // duplicate the work. Treat it as delivered and wait for the evidence the
+                    // automation leaves on the CI, as for any job of such a provider.
+                    let id = next_eda_job_id(jobs);
+                    let job = &mut jobs[i];
+                    job.job_id = id;
+                    job.state = JobState::Running;
+                    job.message = Some(
+                        "the operator stopped before the trigger was confirmed; waiting for the automation to report"
+                            .into(),
+                    );
+                }
+                None => self.plan.requeue(self.settings.poll_interval),
+            }
+        }
+    }
+
+    /// Appends an intent for a new job and plans its launch. Returns false when another action
+    /// already took this pass.
+    fn launch(
+        &mut self,
+        jobs: &mut Vec<JobStatus>,
+        job_type: JobType,
+        config: Option<&str>,
+        attempt: i32,
+        retry_token: Option<String>,
+    ) -> bool {
+        if self.plan.action.is_some() {
+            return false;
+        }
+        if let Some(not_before) = self.launch_not_before
+            && self.now < not_before
+        {
+            self.plan.requeue(elapsed(not_before, self.now));
+            self.provider_error = Some(format!(
+                "the provider asked to wait: next {job_type} attempt at {}",
+                Time(not_before).0
+            ));
+            return false;
+        }
+        let provider = self.settings.active;
+        let scope = config.unwrap_or("delete");
+        let launch_key = format!("{}/{}/{}/{}", self.ci_key, job_type, scope, attempt);
+        let mut intent = JobStatus::new(String::new(), job_type, Time(self.now), JobState::Pending);
+        intent.provider = Some(provider);
+        intent.config_version = config.map(str::to_string);
+        intent.launch_key = Some(launch_key.clone());
+        intent.attempt = Some(attempt);
+        intent.retry_token = retry_token;
+        intent.message = Some("launching".into());
+        jobs.push(intent);
+        self.plan.action = Some(Action::Launch {
+            provider,
+            job_type,
+            launch_key,
+        });
+        true
+    }
+
+    fn decide_provision(
+        &mut self,
+        st: &mut ComputeInstanceStatus,
+        desired: &str,
+        reconciled: &str,
+        retry_token: Option<String>,
+    ) -> Outlook {
+        if st
+            .jobs
+            .iter()
+            .any(|j| j.job_type == JobType::Provision && !j.is_terminal())
+        {
+            return Outlook::InProgress;
+        }
+        let Some(latest) = latest_job(&st.jobs, JobType::Provision).cloned() else {
+            self.launch(
+                &mut st.jobs,
+                JobType::Provision,
+                Some(desired),
+                1,
+                retry_token,
+            );
+            return Outlook::InProgress;
+        };
+        let same_config = match latest.config_version.as_deref() {
+            Some(v) => v == desired,
+            // Recorded by the Go operator: only the reconciled version tells.
+            None => desired == reconciled,
+        };
+        if !same_config {
+            if desired != reconciled {
+                self.launch(
+                    &mut st.jobs,
+                    JobType::Provision,
+                    Some(desired),
+                    1,
+                    retry_token,
+                );
+                return Outlook::InProgress;
+            }
+            return Outlook::Nothing;
+        }
+        if latest.state.is_successful() {
+            return Outlook::Nothing;
+        }
+        // The latest provision for the desired configuration failed or was cancelled.
+        let attempt = latest.attempt.unwrap_or(1).max(1);
+        let user_retry = retry_token.is_some() && retry_token != latest.retry_token;
+        if user_retry {
+            self.launch(
+                &mut st.jobs,
+                JobType::Provision,
+                Some(desired),
+                attempt + 1,
+                retry_token,
+            );
+            return Outlook::InProgress;
+        }
+        if attempt.unsigned_abs() > self.settings.retry_limit {
+            return Outlook::FailedFinal;
+        }
+        let since = latest
+            .completion_timestamp
+            .as_ref()
+            .map_or(latest.timestamp.0, |t| t.0);
+        let delay = self.settings.retry_backoff(attempt.unsigned_abs());
+        let waited = elapsed(self.now, since);
+        if waited >= delay {
+            self.launch(
+                &mut st.jobs,
+                JobType::Provision,
+                Some(desired),
+                attempt + 1,
+                retry_token,
+            );
+            return Outlook::InProgress;
+        }
+        self.plan.requeue(delay - waited);
+        Outlook::RetryAt(add(since, delay))
+    }
+
+    /// The outlook when no job may be started (invalid spec, manual mode).
+    fn waiting_outlook(&self, jobs: &[JobStatus], desired: &str) -> Outlook {
+        match latest_job(jobs, JobType::Provision) {
+            Some(j) if !j.is_terminal() => Outlook::InProgress,
+            Some(j)
+                if j.config_version.as_deref() == Some(desired)
+                    && matches!(j.state, JobState::Failed | JobState::Canceled) =>
+            {
+                Outlook::FailedFinal
+            }
+            _ => Outlook::Nothing,
+        }
+    }
+
+    fn decide_delete(
+        &mut self,
+        st: &mut ComputeInstanceStatus,
+        has_aap_finalizer: bool,
+        retry_token: Option<String>,
+        generation: Option<i64>,
+    ) {
+        // Never a provision and a deprovision job at once: stop or outwait provisions first.
+        let mut waiting_for_provision = false;
+        for i in 0..st.jobs.len() {
+            let job = &st.jobs[i];
+            if job.job_type != JobType::Provision || job.is_terminal() {
+                continue;
+            }
+            waiting_for_provision = true;
+            if job.job_id.is_empty() {
+                continue; // a lost launch, resolved by its lookup
+            }
+            let Some(caps) = self.settings.capabilities(job.owner()) else {
+                continue; // reported through the orphan message
+            };
+            if caps.can_cancel {
+                if self.plan.action.is_none() && !self.cancel_requested.contains(&job.job_id) {
+                    self.plan.action = Some(Action::Cancel {
+                        provider: job.owner(),
+                        job_id: job.job_id.clone(),
+                    });
+                }
+                self.plan.requeue(self.settings.poll_interval);
+                continue;
+            }
+            // It cannot be cancelled: wait for it, bounded by the grace period.
+            let age = elapsed(self.now, job.timestamp.0);
+            if age < self.settings.eda_grace {
+                self.plan.requeue(self.settings.eda_grace - age);
+                continue;
+            }
+            let message = if has_aap_finalizer {
+                "abandoned: deletion requested and the automation reported no result within the grace period"
+            } else {
+                "abandoned: deletion requested and the automation had not started within the grace period"
+            };
+            let job = &mut st.jobs[i];
+            job.state = JobState::Failed;
+            job.message = Some(message.into());
+            self.finish(job);
+            waiting_for_provision = st
+                .jobs
+                .iter()
+                .any(|j| j.job_type == JobType::Provision && !j.is_terminal());
+        }
+        if waiting_for_provision {
+            return;
+        }
+
+        let latest = latest_job(&st.jobs, JobType::Deprovision).cloned();
+        let Some(latest) = latest else {
+            self.launch(&mut st.jobs, JobType::Deprovision, None, 1, retry_token);
+            return;
+        };
+        if !latest.is_terminal() {
+            return; // polled above, or waiting for its lookup
+        }
+        if latest.state.is_successful() {
+            self.plan.finalizer = FinalizerChange::Remove;
+            return;
+        }
+        let attempt = latest.attempt.unwrap_or(1).max(1);
+        if retry_token.is_some() && retry_token != latest.retry_token {
+            self.launch(
+                &mut st.jobs,
+                JobType::Deprovision,
+                None,
+                attempt + 1,
+                retry_token,
+            );
+            set_condition(
+                &mut st.conditions,
+                CONDITION_DELETION_BLOCKED,
+                false,
+                reason::NOT_BLOCKED,
+                "deprovision retried on request",
+                generation,
+                self.now,
+            );
+            return;
+        }
+        if !latest.blocks_deletion_on_failure() {
+            self.plan.finalizer = FinalizerChange::Remove;
+            return;
+        }
+        let message = format!(
+            "deprovision job {} {}{}. The VM may still exist. To run deprovision again, set annotation {}={{new value}}; to release the CI without deprovisioning, set annotation {}=manual",
+            display_id(&latest),
+            latest.state,
+            latest
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default(),
+            RETRY_ANNOTATION,
+            MANAGEMENT_STATE_ANNOTATION,
+        );
+        let was_blocked = find_condition(&st.conditions, CONDITION_DELETION_BLOCKED)
+            .is_some_and(|c| c.status == "True");
+        set_condition(
+            &mut st.conditions,
+            CONDITION_DELETION_BLOCKED,
+            true,
+            reason::DEPROVISION_FAILED,
+            &message,
+            generation,
+            self.now,
+        );
+        if !was_blocked {
+            self.plan
+                .events
+                .push(EventSpec::warning("DeletionBlocked", message));
+        }
+        self.plan.requeue(self.settings.poll_interval);
+    }
+
+    /// Warning events for conditions that newly turn into a problem.
+    fn event_on_new_reason(&mut self, old: &ComputeInstanceStatus, reason: &str, message: &str) {
+        let before = find_condition(&old.conditions, CONDITION_CONFIGURATION_APPLIED)
+            .map(|c| c.reason.as_str());
+        if before == Some(reason) {
+            return;
+        }
+        let event = match reason {
+            reason::INVALID_SPEC => "InvalidSpec",
+            reason::PROVIDER_ERROR => "ProviderError",
+            reason::PROVISION_FAILED => "ProvisionFailed",
+            _ => return,
+        };
+        self.plan
+            .events
+            .push(EventSpec::warning(event, message.to_string()));
+    }
+}
+
+/// The reconciled configuration version: evidence naming the desired version wins (the
+/// automation's annotation, or a provision job launched for it that succeeded); otherwise the
+/// annotation; otherwise the version of the latest successful provision job.
+pub fn reconciled_version(
+    annotation: Option<&str>,
+    jobs: &[JobStatus],
+    desired: &str,
+) -> Option<String> {
+    let by_job = latest_successful_config(jobs);
+    if annotation == Some(desired) || by_job == Some(desired) {
+        return Some(desired.to_string());
+    }
+    annotation.or(by_job).map(str::to_string)
+}
+
+fn latest_successful_config(jobs: &[JobStatus]) -> Option<&str> {
+    let mut best: Option<&JobStatus> = None;
+    for job in jobs.iter().filter(|j| {
+        j.job_type == JobType::Provision && j.state.is_successful() && j.config_version.is_some()
+    }) {
+        if best.is_none_or(|b| job.timestamp.0 >= b.timestamp.0) {
+            best = Some(job);
+        }
+    }
+    best.and_then(|j| j.config_version.as_deref())
+}
+
+fn launch_scope(ci: &ComputeInstance) -> String {
+    match &ci.metadata.uid {
+        Some(uid) => uid.clone(),
+        None => format!(
+            "{}/{}",
+            ci.metadata.namespace.as_deref().unwrap_or_default(),
+            ci.metadata.name.as_deref().unwrap_or_default()
+        ),
+    }
+}
+
+fn display_id(job: &JobStatus) -> &str {
+    if job.job_id.is_empty() {
+        "(not yet assigned)"
+    } else {
+        &job.job_id
+    }
+}
+
+fn failed_message(jobs: &[JobStatus]) -> String {
+    match latest_job(jobs, JobType::Provision) {
+        Some(j) => format!(
+            "provision job {} (attempt {}) {}{}",
+            display_id(j),
+            j.attempt.unwrap_or(1),
+            j.state,
+            j.message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default()
+        ),
+        None => "provision failed".into(),
+    }
+}
+
+fn applying_message(jobs: &[JobStatus], desired: &str) -> String {
+    match latest_job(jobs, JobType::Provision) {
+        Some(j) if j.config_version.as_deref() == Some(desired) || !j.is_terminal() => format!(
+            "applying configuration {desired}: provision job {} is {}",
+            display_id(j),
+            j.state
+        ),
+        _ => format!("applying configuration {desired}"),
+    }
+}
+
+/// `now - then`, zero when `then` is in the future.
+fn elapsed(now: Timestamp, then: Timestamp) -> Duration {
+    Duration::try_from(now.duration_since(then)).unwrap_or(Duration::ZERO)
+}
+
+fn add(t: Timestamp, d: Duration) -> Timestamp {
+    k8s_openapi::jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|sd| t.checked_add(sd).ok())
+        .unwrap_or(t)
+}
