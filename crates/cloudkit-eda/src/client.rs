@@ -77,8 +77,11 @@ impl EdaClient {
     /// A client whose rate limit reads time from `clock`.
     pub fn with_clock(config: EdaConfig, clock: Arc<dyn Clock>) -> Result<Self, EdaConfigError> {
         config.validate()?;
+        // Redirects are not followed: a redirected POST turns into a GET and loses the event,
+        // so a 3xx answer is reported as the misconfiguration it is.
         let http = reqwest::Client::builder()
             .timeout(config.request_timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| EdaConfigError::Client(e.without_url().to_string()))?;
         let limiter = Arc::new(RateLimiter::new(config.minimum_request_interval, clock));
@@ -101,7 +104,8 @@ impl EdaClient {
     /// and quotes at most [`MAX_ERROR_BODY_BYTES`] of the answer:
     /// 401/403 give [`ProviderError::Auth`], 404 [`ProviderError::Configuration`] (the URL is
     /// wrong), 429 [`ProviderError::RateLimited`] (after `Retry-After` seconds when given, else
-    /// 30 s), anything else and every connection problem [`ProviderError::Transport`].
+    /// 30 s), anything else (including a 3xx: redirects are not followed) and every connection
+    /// problem [`ProviderError::Transport`].
     ///
     /// With a minimum request interval, a second trigger for the same CI and webhook URL inside
     /// the interval is not sent: the answer is [`ProviderError::RateLimited`] with the time that

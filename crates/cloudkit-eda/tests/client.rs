@@ -257,6 +257,34 @@ async fn non_2xx_answers_fail_with_clean_messages() {
 }
 
 #[tokio::test]
+async fn redirects_are_not_followed() {
+    for status in [301u16, 302, 307, 308] {
+        let server = MockServer::start().await;
+        Mock::given(path(PROVISION_PATH))
+            .respond_with(ResponseTemplate::new(status).insert_header("location", "/elsewhere"))
+            .mount(&server)
+            .await;
+        Mock::given(path("/elsewhere"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        let (client, _) = client(config_for(&server).with_token(Secret::new(TOKEN)));
+        let err = client
+            .trigger(Webhook::Provision, &ci("ns", "vm"))
+            .await
+            .expect_err("a redirect is not an acceptance");
+        assert_eq!(err.kind(), ProviderErrorKind::Transport, "{status}: {err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("answered HTTP {status} ")),
+            "{err}"
+        );
+        assert_eq!(received(&server).await.len(), 1, "{status}");
+        assert_clean(&err);
+    }
+}
+
+#[tokio::test]
 async fn too_many_requests_carries_the_servers_wait() {
     // (Retry-After header, expected wait)
     let rows = [
