@@ -22,7 +22,11 @@ impl Binaries {
     /// `PATH`, else `/usr/bin/etcd`). The error says how to install what is missing.
     pub fn locate() -> Result<Binaries> {
         let kube_apiserver = match std::env::var_os("CLOUDKIT_KUBE_APISERVER") {
-            Some(p) => executable("kube-apiserver", PathBuf::from(p), "$CLOUDKIT_KUBE_APISERVER")?,
+            Some(p) => executable(
+                "kube-apiserver",
+                PathBuf::from(p),
+                "$CLOUDKIT_KUBE_APISERVER",
+            )?,
             None => executable(
                 "kube-apiserver",
                 cache_dir().join(format!("kube-apiserver-{KUBERNETES_VERSION}")),

@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 /// What the install script is called; every "missing binary" error points at it.
-pub(crate) const INSTALL_HINT: &str =
-    "run hack/testenv-install.sh (or ./x test, which runs it) to install etcd and build kube-apiserver";
+pub(crate) const INSTALL_HINT: &str = "run hack/testenv-install.sh (or ./x test, which runs it) to install etcd and build kube-apiserver";
 
 /// Why the test environment could not be started or used.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +33,9 @@ pub enum Error {
 
     /// etcd or kube-apiserver exited or did not become ready in time. `logs` holds the tail of
     /// both servers' logs.
-    #[error("{what} did not start: {reason}\n{logs}")]
+    #[error(
+        "{what} did not start: {reason}\n{logs}\n(set CLOUDKIT_TESTENV_KEEP=1 to keep the environment directory)"
+    )]
     Startup {
         /// Which server.
         what: &'static str,

@@ -76,7 +76,6 @@ const LOG_TAIL_LINES: usize = 40;
 /// [`TestEnv::start`]; dropping an owned one stops the servers and removes its directory.
 #[derive(Debug)]
 pub struct TestEnv {
-    // Declared first so that it is dropped last: the files are in use until the servers stop.
     dir: tempfile::TempDir,
     server_url: String,
     admin_token: String,
@@ -271,17 +270,14 @@ impl TestEnv {
             .map_err(|e| Error::kube(format!("creating namespace {name}"), e))?;
         Ok(name)
     }
-
-    fn stop(&mut self) {
-        self.apiserver.kill(&mut self.watchdog);
-        self.etcd.kill(&mut self.watchdog);
-        self.watchdog.release();
-    }
 }
 
 impl Drop for TestEnv {
+    // Runs before the fields are dropped: the servers stop before their directory goes.
     fn drop(&mut self) {
-        self.stop();
+        self.apiserver.kill(&mut self.watchdog);
+        self.etcd.kill(&mut self.watchdog);
+        self.watchdog.release();
     }
 }
 
@@ -348,15 +344,13 @@ fn free_port() -> Result<u16> {
 }
 
 /// Runs on a helper thread: everything here may block and may `block_on` its own runtime.
-fn start_with(
-    binaries: &Binaries,
-    crds: &[(PathBuf, Crd)],
-) -> Result<TestEnv> {
+fn start_with(binaries: &Binaries, crds: &[(PathBuf, Crd)]) -> Result<TestEnv> {
+    let keep = std::env::var_os("CLOUDKIT_TESTENV_KEEP").is_some_and(|v| v != "0" && !v.is_empty());
     let dir = tempfile::Builder::new()
         .prefix("cloudkit-testenv-")
+        .disable_cleanup(keep)
         .tempdir()
         .map_err(|e| Error::io("creating the environment directory", e))?;
-    let keep = std::env::var_os("CLOUDKIT_TESTENV_KEEP").is_some_and(|v| v != "0" && !v.is_empty());
     let mut watchdog = Watchdog::spawn(dir.path(), keep)?;
 
     let pki = Pki::generate()?;
@@ -383,13 +377,19 @@ fn start_with(
     let mut attempt = 0;
     let (etcd, apiserver, server_url) = loop {
         attempt += 1;
-        match start_servers(binaries, dir.path(), &mut watchdog, &runtime, &admin_token, &pki.ca_cert_pem, crds) {
+        match start_servers(
+            binaries,
+            dir.path(),
+            &mut watchdog,
+            &runtime,
+            &admin_token,
+            &pki.ca_cert_pem,
+            crds,
+        ) {
             Ok(started) => break started,
             Err((_, true)) if attempt < START_ATTEMPTS => continue,
-            Err((e, _)) => {
-                watchdog.release();
-                return Err(e);
-            }
+            // Dropping the watchdog lets it remove the directory.
+            Err((e, _)) => return Err(e),
         }
     };
 
@@ -473,14 +473,7 @@ fn start_servers(
         for s in servers.iter_mut() {
             s.kill(watchdog);
         }
-        (
-            Error::Startup {
-                what,
-                reason,
-                logs,
-            },
-            clash,
-        )
+        (Error::Startup { what, reason, logs }, clash)
     };
 
     // The API server gives up on an unreachable etcd only after a long while; wait for etcd
@@ -488,7 +481,12 @@ fn start_servers(
     let deadline = Instant::now() + ETCD_TIMEOUT;
     loop {
         if let Some(status) = etcd.exited() {
-            return Err(fail("etcd", format!("exited with {status}"), &mut [&mut etcd], watchdog));
+            return Err(fail(
+                "etcd",
+                format!("exited with {status}"),
+                &mut [&mut etcd],
+                watchdog,
+            ));
         }
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, etcd_port);
         if TcpStream::connect_timeout(&addr.into(), Duration::from_millis(200)).is_ok() {
@@ -510,9 +508,6 @@ fn start_servers(
         "--bind-address=127.0.0.1".to_string(),
         "--advertise-address=127.0.0.1".to_string(),
         format!("--secure-port={secure_port}"),
-        // 1.20 also serves plain HTTP on 127.0.0.1:8080 unless told not to, which would clash
-        // between environments.
-        "--insecure-port=0".to_string(),
         format!("--tls-cert-file={}", d("apiserver.crt")),
         format!("--tls-private-key-file={}", d("apiserver.key")),
         format!("--cert-dir={}", d("apiserver-certs")),
@@ -586,11 +581,8 @@ async fn wait_ready(
         let request = http::Request::get("/readyz")
             .body(Vec::new())
             .map_err(|e| e.to_string())?;
-        let last = match tokio::time::timeout(
-            Duration::from_secs(5),
-            client.request_text(request),
-        )
-        .await
+        let last = match tokio::time::timeout(Duration::from_secs(5), client.request_text(request))
+            .await
         {
             Ok(Ok(body)) if body.trim() == "ok" => return Ok(()),
             Ok(Ok(body)) => format!("/readyz answered {body:?}"),

@@ -119,6 +119,13 @@ impl Watchdog {
     }
 }
 
+impl Drop for Watchdog {
+    // Also on early-return paths of the start-up; a second call does nothing.
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// A server process whose output goes to a log file.
 #[derive(Debug)]
 pub(crate) struct Server {
@@ -138,8 +145,8 @@ impl Server {
         log: PathBuf,
         watchdog: &mut Watchdog,
     ) -> Result<Server> {
-        let out = File::create(&log)
-            .map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
+        let out =
+            File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
         let err = out
             .try_clone()
             .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
