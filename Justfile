@@ -8,6 +8,7 @@ default:
 
 # The full test suite: unit tests, then integration tests on a real API server.
 test:
+    hack/testenv-install.sh
     cargo test --workspace --all-targets --no-fail-fast
     cargo test --workspace --doc
 
@@ -19,3 +20,15 @@ crds:
 lint:
     cargo fmt --all -- --check
     cargo clippy --workspace --all-targets -- -D warnings
+
+# Install etcd and kubectl and build kube-apiserver 1.20 (once; cached in ~/.cache/cloudkit).
+testenv-install:
+    hack/testenv-install.sh
+
+# Start a long-lived API server with the CRDs for manual use; prints `export KUBECONFIG=...`.
+testenv: testenv-install
+    cargo run -q -p cloudkit-testenv --bin testenv
+
+# Stop the API server started by `just testenv`.
+testenv-down:
+    cargo run -q -p cloudkit-testenv --bin testenv -- --down
