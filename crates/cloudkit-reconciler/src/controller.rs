@@ -1,0 +1,574 @@
+//! The Kubernetes glue: observe, decide, execute.
+//!
+//! A pass reads the providers ([`Observed`]), calls [`decide`], and executes the plan: the
+//! finalizer first, then the status (written with the object's resourceVersion as a
+//! precondition, so a pass that worked from a stale cache fails with a conflict instead of
+//! acting twice), then the one provider call, then the finalizer removal.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cloudkit_api::metadata::FINALIZER;
+use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobType, ProviderKind};
+use cloudkit_provider::{CancelOutcome, Launch, Provider, ProviderError, ProviderRegistry};
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
+use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
+use kube::runtime::reflector;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use crate::decide::{Action, EventSpec, EventType, FinalizerChange, Observed, decide};
+use crate::metrics::Metrics;
+use crate::outcome::{LaunchAnswer, apply_launch_answer};
+use crate::settings::{Capabilities, Settings};
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "cloudkit-operator";
+
+/// Errors of a reconcile pass. Their names double as metric labels.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A job names a provider the registry does not have.
+    #[error("provider {0} is not configured")]
+    ProviderMissing(ProviderKind),
+    /// The object has no namespace or name.
+    #[error("object without namespace or name")]
+    Incomplete,
+}
+
+impl Error {
+    fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "Kube",
+            Error::ProviderMissing(_) => "ProviderMissing",
+            Error::Incomplete => "Incomplete",
+        }
+    }
+}
+
+/// What the controller remembers between passes. Losing it (a restart) costs at most a
+/// repeated cancel request or an early retry that the provider refuses again.
+#[derive(Debug, Default)]
+struct Memory {
+    /// Do not launch for this CI (uid) before this time.
+    not_before: HashMap<String, Timestamp>,
+    /// (uid, job id) pairs already asked to cancel.
+    cancels: HashSet<(String, String)>,
+    /// When each (uid, job id) was last polled over the network.
+    polled: HashMap<(String, String), Instant>,
+}
+
+/// Shared state of all reconcile passes.
+pub struct Context {
+    client: Client,
+    registry: ProviderRegistry,
+    settings: Settings,
+    recorder: Recorder,
+    metrics: Arc<Metrics>,
+    memory: Mutex<Memory>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("registry", &self.registry)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context for reconciling with `registry`. The settings' provider table is filled from
+    /// the registry.
+    pub fn new(
+        client: Client,
+        registry: ProviderRegistry,
+        mut settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        settings.active = registry.active().kind();
+        settings.providers = registry
+            .kinds()
+            .filter_map(|k| registry.get(k).map(|p| (k, capabilities(p.as_ref()))))
+            .collect();
+        let recorder = Recorder::new(client.clone(), Reporter::from(FIELD_MANAGER));
+        Context {
+            client,
+            registry,
+            settings,
+            recorder,
+            metrics,
+            memory: Mutex::new(Memory::default()),
+        }
+    }
+
+    /// The effective settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // A panic while holding this lock leaves plain data behind; keep going with it.
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The capabilities of `provider`, as the decision function sees them.
+pub fn capabilities(provider: &dyn Provider) -> Capabilities {
+    Capabilities {
+        polls_remotely: provider.polls_remotely(),
+        can_cancel: provider.can_cancel(),
+        can_find_launches: provider.can_find_launches(),
+        blocks_deletion_on_failure: provider.blocks_deletion_on_failure(),
+    }
+}
+
+/// Runs the controller over `api` until `shutdown` completes. `concurrency` bounds how many
+/// CIs are reconciled at once.
+pub async fn run(
+    ctx: Arc<Context>,
+    api: Api<ComputeInstance>,
+    concurrency: u16,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    // Managed fields are a large share of every object and the operator never reads them.
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|ci: &mut ComputeInstance| ci.managed_fields_mut().clear())
+        .reflect(writer)
+        .touched_objects();
+    Controller::for_stream(stream, reader)
+        .with_config(ControllerConfig::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                debug!(error = %e, "reconcile loop");
+            }
+        })
+        .await;
+}
+
+fn error_policy(_ci: Arc<ComputeInstance>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    warn!(error = %error, "reconcile failed");
+    ctx.metrics.reconcile_error(error.label());
+    Requeue::requeue(jitter(Duration::from_secs(5)))
+}
+
+/// One reconcile pass over `ci`.
+pub async fn reconcile(ci: Arc<ComputeInstance>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&ci, &ctx).await;
+    ctx.metrics.reconciled(started.elapsed());
+    result
+}
+
+async fn reconcile_inner(ci: &ComputeInstance, ctx: &Context) -> Result<Requeue, Error> {
+    let (Some(namespace), Some(_)) = (ci.namespace(), ci.metadata.name.as_ref()) else {
+        return Err(Error::Incomplete);
+    };
+    let api: Api<ComputeInstance> = Api::namespaced(ctx.client.clone(), &namespace);
+    let uid = ci.uid().unwrap_or_default();
+
+    let observed = observe(ci, ctx, &uid).await;
+    let now = Timestamp::now();
+    let plan = decide(ci, &observed, now, &ctx.settings);
+    let mut requeue = plan.requeue_after;
+    let mut events = plan.events.clone();
+    for f in &plan.finished {
+        ctx.metrics
+            .job_finished(f.job_type, f.provider, f.state, f.duration);
+    }
+
+    let mut current = ci.clone();
+    if plan.finalizer == FinalizerChange::Add {
+        match set_finalizer(&api, &current, true).await {
+            Ok(updated) => current = updated,
+            Err(e) if is_conflict(&e) => return Ok(Requeue::requeue(Duration::from_millis(200))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // The object is about to go; its last status would be written for nobody.
+    let skip_status = plan.finalizer == FinalizerChange::Remove && plan.action.is_none();
+    if let (Some(status), false) = (&plan.status, skip_status) {
+        match write_status(&api, &current, status, &ctx.metrics).await {
+            Ok(updated) => current = updated,
+            // Worked from a stale object: the fresh one is on its way through the watch.
+            Err(e) if is_conflict(&e) => return Ok(Requeue::requeue(Duration::from_millis(200))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    let mut remove_finalizer = plan.finalizer == FinalizerChange::Remove;
+    match &plan.action {
+        Some(Action::Launch {
+            provider,
+            job_type,
+            launch_key,
+        }) => {
+            let outcome =
+                launch(ctx, &api, current, *provider, *job_type, launch_key, &uid).await?;
+            current = outcome.current;
+            events.extend(outcome.events);
+            remove_finalizer |= outcome.remove_finalizer;
+            requeue = min_opt(requeue, outcome.requeue_after);
+        }
+        Some(Action::Cancel { provider, job_id }) => {
+            cancel(ctx, &current, *provider, job_id, &uid, &mut events).await?;
+        }
+        None => {}
+    }
+
+    if remove_finalizer {
+        match set_finalizer(&api, &current, false).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) if is_conflict(&e) => return Ok(Requeue::requeue(Duration::from_millis(200))),
+            Err(e) => return Err(e.into()),
+        }
+        forget(ctx, &uid);
+    }
+
+    publish(ctx, &current, events).await;
+    Ok(match requeue {
+        Some(after) => Requeue::requeue(jitter(after)),
+        None => Requeue::await_change(),
+    })
+}
+
+/// Reads the state of non-terminal jobs and looks up lost launches.
+async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
+    let mut observed = Observed::default();
+    {
+        let memory = ctx.memory();
+        observed.launch_not_before = memory.not_before.get(uid).copied();
+        observed.cancel_requested = memory
+            .cancels
+            .iter()
+            .filter(|(u, _)| u == uid)
+            .map(|(_, j)| j.clone())
+            .collect();
+    }
+    let Some(status) = &ci.status else {
+        return observed;
+    };
+    let now = Timestamp::now();
+    for job in status.jobs.iter().filter(|j| !j.is_terminal()) {
+        let Some(provider) = ctx.registry.for_job(job) else {
+            continue;
+        };
+        let kind = provider.kind();
+        if job.job_id.is_empty() {
+            let age = Duration::try_from(now.duration_since(job.timestamp.0)).unwrap_or_default();
+            if age < ctx.settings.launch_window {
+                continue;
+            }
+            let t = Instant::now();
+            let result = provider.find_launch(ci, job).await;
+            ctx.metrics
+                .provider_call(kind, "find_launch", t.elapsed(), err_label(&result));
+            match result {
+                Ok(lookup) => {
+                    observed
+                        .lookups
+                        .insert(job.launch_key.clone().unwrap_or_default(), lookup);
+                }
+                Err(e) => warn!(error = %e, "looking up a lost launch"),
+            }
+            continue;
+        }
+        let key = (uid.to_string(), job.job_id.clone());
+        if provider.polls_remotely() {
+            // Our own status writes wake the reconciler too; they are no reason to ask again.
+            let recently = ctx
+                .memory()
+                .polled
+                .get(&key)
+                .is_some_and(|t| t.elapsed() < ctx.settings.poll_interval.mul_f64(0.8));
+            if recently {
+                continue;
+            }
+        }
+        let t = Instant::now();
+        let result = provider.job_state(ci, job).await;
+        if provider.polls_remotely() {
+            ctx.metrics
+                .provider_call(kind, "job_state", t.elapsed(), err_label(&result));
+            ctx.memory().polled.insert(key, Instant::now());
+        }
+        match result {
+            Ok(o) => {
+                observed.jobs.insert(job.job_id.clone(), o);
+            }
+            Err(e) => {
+                observed.job_errors.insert(job.job_id.clone(), (&e).into());
+            }
+        }
+    }
+    observed
+}
+
+struct LaunchOutcome {
+    current: ComputeInstance,
+    events: Vec<EventSpec>,
+    remove_finalizer: bool,
+    requeue_after: Option<Duration>,
+}
+
+/// Calls the provider for a recorded intent and records its answer, re-reading and re-applying
+/// on conflicts so a returned job id is never lost.
+async fn launch(
+    ctx: &Context,
+    api: &Api<ComputeInstance>,
+    mut current: ComputeInstance,
+    kind: ProviderKind,
+    job_type: JobType,
+    launch_key: &str,
+    uid: &str,
+) -> Result<LaunchOutcome, Error> {
+    let provider = ctx.registry.get(kind).ok_or(Error::ProviderMissing(kind))?;
+    let request = Launch::new(job_type, launch_key);
+    let t = Instant::now();
+    let answer = match job_type {
+        JobType::Provision => provider
+            .provision(&current, &request)
+            .await
+            .map(LaunchAnswer::Started),
+        JobType::Deprovision => provider
+            .deprovision(&current, &request)
+            .await
+            .map(LaunchAnswer::from),
+    };
+    ctx.metrics
+        .provider_call(kind, "launch", t.elapsed(), err_label(&answer));
+    let answer = answer.unwrap_or_else(|e| {
+        info!(error = %e, %job_type, "launch failed");
+        LaunchAnswer::Failed((&e).into())
+    });
+    let caps = capabilities(provider.as_ref());
+    let name = current.name_any();
+
+    for _ in 0..5 {
+        let mut status: ComputeInstanceStatus = current.status.clone().unwrap_or_default();
+        let Some(effect) = apply_launch_answer(
+            &mut status,
+            launch_key,
+            answer.clone(),
+            caps,
+            ctx.settings.launch_window,
+            ctx.settings.poll_interval,
+            Timestamp::now(),
+        ) else {
+            // Someone already recorded the outcome (or the intent is gone).
+            break;
+        };
+        match write_status(api, &current, &status, &ctx.metrics).await {
+            Ok(updated) => {
+                if let Some((t, p)) = effect.started {
+                    ctx.metrics.job_started(t, p);
+                }
+                if let Some(f) = &effect.finished {
+                    ctx.metrics
+                        .job_finished(f.job_type, f.provider, f.state, f.duration);
+                }
+                if let Some(nb) = effect.not_before {
+                    ctx.memory().not_before.insert(uid.to_string(), nb);
+                }
+                return Ok(LaunchOutcome {
+                    current: updated,
+                    events: effect.events,
+                    remove_finalizer: effect.remove_finalizer,
+                    requeue_after: effect.requeue_after,
+                });
+            }
+            Err(e) if is_conflict(&e) => {
+                current = api.get_status(&name).await?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(LaunchOutcome {
+        current,
+        events: Vec::new(),
+        remove_finalizer: false,
+        requeue_after: Some(Duration::from_secs(1)),
+    })
+}
+
+async fn cancel(
+    ctx: &Context,
+    ci: &ComputeInstance,
+    kind: ProviderKind,
+    job_id: &str,
+    uid: &str,
+    events: &mut Vec<EventSpec>,
+) -> Result<(), Error> {
+    let provider = ctx.registry.get(kind).ok_or(Error::ProviderMissing(kind))?;
+    let Some(job) = ci
+        .status
+        .as_ref()
+        .and_then(|s| cloudkit_api::history::find_job(&s.jobs, job_id))
+    else {
+        return Ok(());
+    };
+    let t = Instant::now();
+    let result = provider.cancel(job).await;
+    ctx.metrics
+        .provider_call(kind, "cancel", t.elapsed(), err_label(&result));
+    match result {
+        Ok(CancelOutcome::Requested) => {
+            ctx.memory()
+                .cancels
+                .insert((uid.to_string(), job_id.to_string()));
+            events.push(EventSpec {
+                type_: EventType::Normal,
+                reason: "CancelRequested".into(),
+                message: format!(
+                    "deletion requested: asked {kind} to cancel provision job {job_id}"
+                ),
+            });
+        }
+        Ok(CancelOutcome::AlreadyFinished | CancelOutcome::Unsupported) => {
+            ctx.memory()
+                .cancels
+                .insert((uid.to_string(), job_id.to_string()));
+        }
+        Err(e) => warn!(error = %e, job_id, "cancel failed"),
+    }
+    Ok(())
+}
+
+/// Writes the whole operator-owned status with server-side apply. The object's resourceVersion
+/// is a precondition: a write based on a stale read fails with 409.
+async fn write_status(
+    api: &Api<ComputeInstance>,
+    current: &ComputeInstance,
+    status: &ComputeInstanceStatus,
+    metrics: &Metrics,
+) -> Result<ComputeInstance, kube::Error> {
+    let body = serde_json::json!({
+        "apiVersion": "cloudkit.openshift.io/v1alpha1",
+        "kind": "ComputeInstance",
+        "metadata": {
+            "name": current.name_any(),
+            "resourceVersion": current.resource_version(),
+        },
+        "status": status,
+    });
+    metrics.status_written();
+    let mut updated = api
+        .patch_status(
+            &current.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await?;
+    updated.managed_fields_mut().clear();
+    Ok(updated)
+}
+
+/// Adds or removes the operator's finalizer, keeping every other finalizer, with the object's
+/// resourceVersion as a precondition.
+async fn set_finalizer(
+    api: &Api<ComputeInstance>,
+    current: &ComputeInstance,
+    present: bool,
+) -> Result<ComputeInstance, kube::Error> {
+    let mut finalizers: Vec<String> = current
+        .finalizers()
+        .iter()
+        .filter(|f| f.as_str() != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.to_string());
+    }
+    let body = serde_json::json!({
+        "metadata": {
+            "resourceVersion": current.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    let mut updated = api
+        .patch(
+            &current.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await?;
+    updated.managed_fields_mut().clear();
+    Ok(updated)
+}
+
+async fn publish(ctx: &Context, ci: &ComputeInstance, events: Vec<EventSpec>) {
+    if events.is_empty() {
+        return;
+    }
+    let reference = ci.object_ref(&());
+    for e in events {
+        let event = Event {
+            type_: match e.type_ {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            action: e.reason.clone(),
+            reason: e.reason,
+            note: Some(truncate(&e.message, 1000)),
+            secondary: None,
+        };
+        if let Err(err) = ctx.recorder.publish(&event, &reference).await {
+            debug!(error = %err, "publishing an event");
+        }
+    }
+}
+
+fn forget(ctx: &Context, uid: &str) {
+    let mut memory = ctx.memory();
+    memory.not_before.remove(uid);
+    memory.cancels.retain(|(u, _)| u != uid);
+    memory.polled.retain(|(u, _), _| u != uid);
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+fn err_label<T>(r: &Result<T, ProviderError>) -> Option<&'static str> {
+    r.as_ref().err().map(|e| e.kind().as_str())
+}
+
+fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Spreads requeues by +-10% so that many CIs created together do not poll together.
+fn jitter(d: Duration) -> Duration {
+    let factor = 0.9 + rand::random::<f64>() * 0.2;
+    d.mul_f64(factor)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}

@@ -1,0 +1,226 @@
+//! Prometheus metrics of the reconciler and of the provider calls it makes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudkit_api::{JobState, JobType, ProviderKind};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(&'static str, String)>;
+
+/// All metrics, registered in one registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Counter,
+    reconcile_errors: Family<Labels, Counter>,
+    reconcile_duration: Histogram,
+    jobs_started: Family<Labels, Counter>,
+    jobs_finished: Family<Labels, Counter>,
+    job_duration: Family<Labels, Histogram>,
+    provider_requests: Family<Labels, Histogram>,
+    provider_errors: Family<Labels, Counter>,
+    status_writes: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric under the `cloudkit` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("cloudkit");
+        let reconciles = Counter::default();
+        let reconcile_errors = Family::<Labels, Counter>::default();
+        let reconcile_duration = Histogram::new(exponential_buckets(0.001, 2.0, 16));
+        let jobs_started = Family::<Labels, Counter>::default();
+        let jobs_finished = Family::<Labels, Counter>::default();
+        // Provisioning takes minutes: 5 s up to about 3 hours.
+        let job_duration = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(5.0, 2.0, 12))
+        });
+        let provider_requests = Family::<Labels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.001, 2.0, 16))
+        });
+        let provider_errors = Family::<Labels, Counter>::default();
+        let status_writes = Counter::default();
+        registry.register("reconciles", "Reconcile passes", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconcile passes that ended in an error, by error kind",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Duration of a reconcile pass",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "jobs_started",
+            "Jobs started, by type and provider",
+            jobs_started.clone(),
+        );
+        registry.register(
+            "jobs_finished",
+            "Jobs seen reaching a terminal state, by type, provider and state",
+            jobs_finished.clone(),
+        );
+        registry.register(
+            "job_duration_seconds",
+            "Time from a job's start to its terminal state, by type and provider",
+            job_duration.clone(),
+        );
+        registry.register(
+            "provider_request_duration_seconds",
+            "Latency of provider calls, by provider and operation",
+            provider_requests.clone(),
+        );
+        registry.register(
+            "provider_request_errors",
+            "Failed provider calls, by provider, operation and error kind",
+            provider_errors.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "Status writes sent to the API server",
+            status_writes.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            jobs_started,
+            jobs_finished,
+            job_duration,
+            provider_requests,
+            provider_errors,
+            status_writes,
+        }
+    }
+
+    /// A shareable handle.
+    pub fn shared() -> Arc<Self> {
+        Arc::new(Self::new())
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+
+    pub(crate) fn reconciled(&self, took: Duration) {
+        self.reconciles.inc();
+        self.reconcile_duration.observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn reconcile_error(&self, kind: &'static str) {
+        self.reconcile_errors
+            .get_or_create(&vec![("kind", kind.to_string())])
+            .inc();
+    }
+
+    pub(crate) fn job_started(&self, job_type: JobType, provider: ProviderKind) {
+        self.jobs_started
+            .get_or_create(&vec![
+                ("type", job_type.to_string()),
+                ("provider", provider.to_string()),
+            ])
+            .inc();
+    }
+
+    pub(crate) fn job_finished(
+        &self,
+        job_type: JobType,
+        provider: ProviderKind,
+        state: JobState,
+        took: Duration,
+    ) {
+        self.jobs_finished
+            .get_or_create(&vec![
+                ("type", job_type.to_string()),
+                ("provider", provider.to_string()),
+                ("state", state.to_string()),
+            ])
+            .inc();
+        self.job_duration
+            .get_or_create(&vec![
+                ("type", job_type.to_string()),
+                ("provider", provider.to_string()),
+            ])
+            .observe(took.as_secs_f64());
+    }
+
+    pub(crate) fn provider_call(
+        &self,
+        provider: ProviderKind,
+        operation: &'static str,
+        took: Duration,
+        error: Option<&'static str>,
+    ) {
+        let labels = vec![
+            ("provider", provider.to_string()),
+            ("operation", operation.to_string()),
+        ];
+        self.provider_requests
+            .get_or_create(&labels)
+            .observe(took.as_secs_f64());
+        if let Some(kind) = error {
+            let mut labels = labels;
+            labels.push(("kind", kind.to_string()));
+            self.provider_errors.get_or_create(&labels).inc();
+        }
+    }
+
+    pub(crate) fn status_written(&self) {
+        self.status_writes.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new();
+        m.reconciled(Duration::from_millis(3));
+        m.reconcile_error("Kube");
+        m.job_started(JobType::Provision, ProviderKind::Aap);
+        m.job_finished(
+            JobType::Provision,
+            ProviderKind::Aap,
+            JobState::Succeeded,
+            Duration::from_secs(140),
+        );
+        m.provider_call(
+            ProviderKind::Eda,
+            "launch",
+            Duration::from_millis(5),
+            Some("Transport"),
+        );
+        m.status_written();
+        let text = m.render();
+        for needle in [
+            "cloudkit_reconciles_total 1",
+            "cloudkit_reconcile_errors_total{kind=\"Kube\"} 1",
+            "cloudkit_jobs_started_total{type=\"provision\",provider=\"aap\"} 1",
+            "cloudkit_jobs_finished_total{type=\"provision\",provider=\"aap\",state=\"Succeeded\"} 1",
+            "cloudkit_job_duration_seconds_sum{type=\"provision\",provider=\"aap\"} 140",
+            "cloudkit_provider_request_errors_total{provider=\"eda\",operation=\"launch\",kind=\"Transport\"} 1",
+            "cloudkit_status_writes_total 1",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}
