@@ -412,6 +412,11 @@ impl AapClient {
         body: Option<&Value>,
     ) -> Result<Answer, ProviderError> {
         let what = format!("{method} {}", url.path());
+        let origin = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            _ => String::new(),
+        };
         let mut builder = self
             .http
             .request(method, url)
@@ -426,7 +431,7 @@ impl AapClient {
         let mut response = builder
             .send()
             .await
-            .map_err(|e| self.transport_error(&what, e))?;
+            .map_err(|e| self.transport_error(&what, &origin, e))?;
         let status = response.status();
         let headers = response.headers().clone();
         if response
@@ -439,7 +444,7 @@ impl AapClient {
         while let Some(chunk) = response
             .chunk()
             .await
-            .map_err(|e| self.transport_error(&what, e))?
+            .map_err(|e| self.transport_error(&what, &origin, e))?
         {
             if body.len() + chunk.len() > MAX_BODY_BYTES {
                 return Err(self.too_large(&what));
@@ -462,13 +467,13 @@ impl AapClient {
         ))
     }
 
-    fn transport_error(&self, what: &str, err: reqwest::Error) -> ProviderError {
+    fn transport_error(&self, what: &str, origin: &str, err: reqwest::Error) -> ProviderError {
         let err = err.without_url();
         let cause = self.clean(&root_cause(&err));
         let message = if err.is_timeout() {
             format!("{what}: no answer within {}", fmt_secs(self.timeout))
         } else if err.is_connect() {
-            format!("{what}: cannot connect to AAP: {cause}")
+            format!("{what}: cannot connect to AAP at {origin}: {cause}")
         } else {
             format!("{what}: connection failed: {cause}")
         };

@@ -143,7 +143,18 @@ impl AapConfig {
     pub fn with_ca_bundle_pem(mut self, pem: impl Into<Vec<u8>>) -> Result<Self, ConfigError> {
         let pem = pem.into();
         match reqwest::Certificate::from_pem_bundle(&pem) {
-            Ok(certs) if !certs.is_empty() => {}
+            Ok(certs) if !certs.is_empty() => {
+                // The PEM armour can hold anything; only a TLS setup parses the certificates.
+                reqwest::Client::builder()
+                    .tls_certs_only(certs)
+                    .build()
+                    .map_err(|e| {
+                        ConfigError::new(
+                            ENV_CA_FILE,
+                            format!("holds an invalid certificate: {}", root_cause(&e)),
+                        )
+                    })?;
+            }
             Ok(_) => {
                 return Err(ConfigError::new(
                     ENV_CA_FILE,
@@ -213,6 +224,14 @@ impl AapConfig {
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
     }
+}
+
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
 }
 
 fn parse_base_url(raw: &str) -> Result<Url, ConfigError> {
