@@ -107,16 +107,19 @@ install_packages() {
   fi
 }
 
-# Debian's kubectl 1.20, matching the server. When /usr/bin/kubectl already belongs to another
-# package, installing kubernetes-client would fail on the file conflict, so extract the binary
-# from the .deb into the cache instead of touching that package.
+# Debian's kubectl 1.20, matching the server. When /usr/bin/kubectl is already there from
+# another package (installing kubernetes-client would fail on the file conflict) or from no
+# package (it would be overwritten), extract the binary from the .deb into the cache instead.
 install_kubectl() {
   if [ -x "$KUBECTL_BIN" ] && "$KUBECTL_BIN" version --client >/dev/null 2>&1; then
     return 0
   fi
   mkdir -p "$CACHE_DIR"
-  local owner
-  owner="$(dpkg-query -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)"
+  local owner=""
+  if [ -e /usr/bin/kubectl ] || [ -L /usr/bin/kubectl ]; then
+    owner="$(dpkg-query -S /usr/bin/kubectl 2>/dev/null | cut -d: -f1 || true)"
+    owner="${owner:-no package}"
+  fi
   if [ -z "$owner" ] || [ "$owner" = "kubernetes-client" ]; then
     if ! is_installed kubernetes-client; then
       apt_update_once
@@ -130,7 +133,7 @@ install_kubectl() {
     apt_update_once
     local tmp
     tmp="$(mktemp -d "${CACHE_DIR}/kubectl.XXXXXX")"
-    (cd "$tmp" && apt-get download -qq kubernetes-client) ||
+    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User="$(id -un)" kubernetes-client) ||
       { rm -rf "$tmp"; die "apt-get download kubernetes-client failed"; }
     dpkg-deb -x "$tmp"/kubernetes-client_*.deb "$tmp/root" ||
       { rm -rf "$tmp"; die "could not unpack kubernetes-client"; }
@@ -187,7 +190,7 @@ build_apiserver() {
   # shellcheck disable=SC2064 # expand now: the path is fixed for this build
   trap "rm -rf '$scratch'" EXIT
   log "downloading the kubernetes source package into $scratch"
-  (cd "$scratch" && apt-get source -qq kubernetes >"$scratch/apt-source.log" 2>&1) ||
+  (cd "$scratch" && apt-get source -qq -o APT::Sandbox::User="$(id -un)" kubernetes >"$scratch/apt-source.log" 2>&1) ||
     { tail -n 20 "$scratch/apt-source.log" >&2; die "apt-get source kubernetes failed"; }
   local src
   src="$(find "$scratch" -mindepth 1 -maxdepth 1 -type d -name 'kubernetes-*' | head -n 1)"
