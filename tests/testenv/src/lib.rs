@@ -59,7 +59,7 @@ pub const LIMITED_GROUP: &str = "cloudkit:operators";
 /// User name of the administrator token (group `system:masters`).
 pub const ADMIN_USER: &str = "cloudkit-admin";
 
-/// How long the API server may take to answer `/readyz` (it usually takes about 2 s).
+/// How long the API server may take to answer `/readyz` (3 to 4 s on a 2-core machine).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long etcd may take to accept connections.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(20);
