@@ -217,6 +217,22 @@ impl Provider for AapProvider {
         true
     }
 
+    /// AWX cancels pending, waiting and running jobs.
+    fn can_cancel(&self) -> bool {
+        true
+    }
+
+    /// A deprovision through AAP that cannot be started keeps the CI, like a failed one: the
+    /// VM may still exist.
+    fn blocks_deletion_on_failure(&self) -> bool {
+        true
+    }
+
+    /// Launches carry a launch key that [`AapProvider::find_launch`] searches for.
+    fn can_find_launches(&self) -> bool {
+        true
+    }
+
     async fn provision(
         &self,
         ci: &ComputeInstance,

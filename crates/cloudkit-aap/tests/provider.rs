@@ -21,6 +21,9 @@ async fn identity() {
     let p = provider(&server);
     assert_eq!(p.kind(), ProviderKind::Aap);
     assert!(p.polls_remotely());
+    assert!(p.can_cancel());
+    assert!(p.can_find_launches());
+    assert!(p.blocks_deletion_on_failure());
     assert_eq!(p.poll_interval(), DEFAULT_POLL_INTERVAL);
     assert_eq!(p.template_for(JobType::Provision), PROVISION);
     assert_eq!(p.template_for(JobType::Deprovision), DEPROVISION);
