@@ -1,0 +1,246 @@
+//! The cloudkit-operator binary: configuration, wiring, endpoints and signals. The behaviour
+//! lives in the library crates.
+
+mod config;
+mod http;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::Parser;
+use cloudkit_aap::AapProvider;
+use cloudkit_api::ComputeInstance;
+use cloudkit_eda::EdaProvider;
+use cloudkit_provider::{Provider, ProviderRegistry};
+use cloudkit_reconciler::{Context, Metrics, Settings};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::config::{Cli, Command, LogFormat, RunArgs, RunConfig};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crd) => match cloudkit_api::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: cannot render the CRD: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::Run) | None => {
+            init_logging(cli.run.log_format);
+            let config = match cli.run.validate() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(cli.run, config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn client(args: &RunArgs) -> anyhow::Result<Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|e| anyhow::anyhow!("KUBECONFIG: cannot read {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!("no cluster configuration (in-cluster or KUBECONFIG): {e}")
+        })?,
+    };
+    Ok(Client::try_from(config)?)
+}
+
+fn registry(config: &RunConfig) -> anyhow::Result<ProviderRegistry> {
+    let aap = config
+        .aap
+        .as_ref()
+        .map(|c| AapProvider::new(c).map(|p| Arc::new(p) as Arc<dyn Provider>))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.setting(), e.message()))?;
+    let eda = config
+        .eda
+        .clone()
+        .map(|c| EdaProvider::new(c).map(|p| Arc::new(p) as Arc<dyn Provider>))
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (active, reader) = match config.active {
+        cloudkit_api::ProviderKind::Aap => (aap, eda),
+        cloudkit_api::ProviderKind::Eda => (eda, aap),
+    };
+    let active = active.ok_or_else(|| anyhow::anyhow!("the active provider is not configured"))?;
+    let mut registry = ProviderRegistry::new(active);
+    if let Some(reader) = reader {
+        registry = registry.with_reader(reader);
+    }
+    Ok(registry)
+}
+
+async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let metrics = Metrics::shared();
+    let ready = Arc::new(AtomicBool::new(false));
+    let (address, http) = http::serve(
+        config.http_address,
+        Arc::clone(&metrics),
+        Arc::clone(&ready),
+        stopped(stop_rx.clone()),
+    )
+    .await?;
+    info!(%address, "serving /healthz, /readyz and /metrics");
+
+    let client = client(&args).await?;
+    let registry = registry(&config)?;
+    let settings = Settings {
+        history_limit: config.history_limit,
+        retry_limit: config.retry_limit,
+        poll_interval: config.poll_interval,
+        eda_grace: config.eda_grace,
+        launch_window: config.launch_window,
+        active: config.active,
+        providers: Default::default(),
+    };
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        registry,
+        settings,
+        Arc::clone(&metrics),
+    ));
+    let api: Api<ComputeInstance> = match &args.namespace {
+        Some(ns) if !ns.is_empty() => Api::namespaced(client.clone(), ns),
+        _ => Api::all(client.clone()),
+    };
+    info!(
+        provider = %config.active,
+        namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        "starting controller"
+    );
+
+    let mut leadership = None;
+    if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(|| args.namespace.clone())
+            .unwrap_or_else(|| client.default_namespace().to_string());
+        let manager = kube_lease_manager::LeaseManagerBuilder::new(
+            client.clone(),
+            &args.leader_election_lease,
+        )
+        .with_namespace(namespace)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await?;
+        let (mut is_leader, task) = manager.watch().await;
+        ready.store(true, Ordering::Relaxed);
+        info!(lease = %args.leader_election_lease, "waiting for leadership");
+        let mut stop = stop_rx.clone();
+        let leader = tokio::select! {
+            r = is_leader.wait_for(|l| *l) => { r?; true }
+            _ = stop.wait_for(|s| *s) => false,
+        };
+        if !leader {
+            drop(is_leader);
+            let _ = task.await;
+            let _ = http.await;
+            return Ok(());
+        }
+        info!("acquired leadership");
+        leadership = Some((is_leader, task));
+    }
+
+    ready.store(true, Ordering::Relaxed);
+    let shutdown = {
+        let stop = stop_rx.clone();
+        let lost = leadership.as_ref().map(|(rx, _)| rx.clone());
+        async move {
+            let stop = stopped(stop);
+            match lost {
+                Some(mut lost) => {
+                    tokio::select! {
+                        _ = stop => {}
+                        _ = lost.wait_for(|l| !*l) => { error!("lost leadership; stopping"); }
+                    }
+                }
+                None => stop.await,
+            }
+        }
+    };
+    cloudkit_reconciler::run(ctx, api, config.concurrency, shutdown).await;
+    if let Some((rx, task)) = leadership {
+        drop(rx);
+        let _ = task.await;
+    }
+    let _ = http.await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
