@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use cloudkit_api::AapJobKind;
 use cloudkit_provider::{CancelOutcome, ProviderError, Secret};
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, LOCATION, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use url::Url;
 
-use crate::config::{AapConfig, ConfigError, ENV_CA_FILE};
+use crate::config::{AapConfig, ConfigError, ENV_CA_FILE, ENV_URL};
 use crate::model::{LaunchAnswer, Page, TemplateItem};
 use crate::text;
 
@@ -125,6 +125,12 @@ struct Answer {
 /// request carries `Authorization: Bearer <token>` and `Accept: application/json` and is bounded
 /// by the configured timeout; bodies are read up to [`MAX_BODY_BYTES`]. Every failure is a
 /// [`ProviderError`] with a short one-line message that never contains the token.
+///
+/// HTTP errors map to error kinds: 401/403 [`ProviderError::Auth`], 404
+/// [`ProviderError::NotFound`], 405/409 [`ProviderError::NotAllowed`], 429
+/// [`ProviderError::RateLimited`] (after `Retry-After` seconds, else [`DEFAULT_RETRY_AFTER`]),
+/// 400/422 and redirects (which are not followed) [`ProviderError::Configuration`], 5xx and
+/// anything else [`ProviderError::Transport`].
 #[derive(Debug)]
 pub struct AapClient {
     http: reqwest::Client,
@@ -141,7 +147,10 @@ impl AapClient {
         let mut builder = reqwest::Client::builder()
             .timeout(config.request_timeout())
             .connect_timeout(config.request_timeout())
-            .user_agent(concat!("cloudkit-operator/", env!("CARGO_PKG_VERSION")));
+            .user_agent(concat!("cloudkit-operator/", env!("CARGO_PKG_VERSION")))
+            // A redirected POST turns into a GET, which on a launch URL answers the launch
+            // form instead of launching: refuse redirects and say where they lead.
+            .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = config.ca_bundle_pem() {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 ConfigError::new(ENV_CA_FILE, format!("is not a valid PEM bundle: {e}"))
@@ -208,6 +217,14 @@ impl AapClient {
             let answer = self
                 .request(Method::GET, url, &[("name", name)], None)
                 .await?;
+            if answer.status == StatusCode::NOT_FOUND {
+                // The collection itself is missing: the base URL points somewhere else.
+                return Err(ProviderError::Configuration(self.clean(&format!(
+                    "{}: AAP answered HTTP 404: check {ENV_URL} (https://host/api for AWX, \
+                     https://gateway/api/controller for AAP 2.5 and later)",
+                    answer.what
+                ))));
+            }
             let page: Page<TemplateItem> = self.parse_success(answer)?;
             if page.count == Some(0) {
                 continue;
@@ -520,6 +537,20 @@ impl AapClient {
             },
             StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => {
                 ProviderError::Configuration(message)
+            }
+            s if s.is_redirection() => {
+                let location = answer
+                    .headers
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("nowhere");
+                ProviderError::Configuration(self.clean(&format!(
+                    "{}: AAP redirected (HTTP {}) to {}: set {ENV_URL} to the address the API \
+                     is served at",
+                    answer.what,
+                    status.as_u16(),
+                    text::truncate(location, 200)
+                )))
             }
             _ => ProviderError::transport(message),
         }

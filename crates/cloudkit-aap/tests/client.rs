@@ -521,14 +521,14 @@ async fn http_errors_map_to_typed_errors() {
             .respond_with(response)
             .mount(&server)
             .await;
-        let err = client(&server).find_template(PROVISION).await.unwrap_err();
+        let err = client(&server).job(AapJobKind::Job, 1).await.unwrap_err();
         assert_eq!(err.kind(), row.kind, "HTTP {}: {err}", row.status);
         assert!(
             err.to_string().contains(row.mentions),
             "HTTP {}: {err}",
             row.status
         );
-        assert!(err.to_string().contains("/api/v2/job_templates/"), "{err}");
+        assert!(err.to_string().contains("GET /api/v2/jobs/1/"), "{err}");
         assert_clean(&err);
     }
 }
@@ -977,4 +977,51 @@ async fn find_job_by_launch_key_propagates_errors() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ProviderErrorKind::Auth);
+}
+
+#[tokio::test]
+async fn a_base_url_without_the_api_is_a_configuration_error() {
+    // AWX at https://host/api, configured as the AAP 2.5 gateway path: every list is 404.
+    let server = MockServer::start().await;
+    Mock::given(any())
+        .respond_with(ResponseTemplate::new(404).set_body_raw(
+            b"<html><title>Not Found</title></html>".to_vec(),
+            "text/html",
+        ))
+        .mount(&server)
+        .await;
+    let client = AapClient::new(&config(&server, GATEWAY)).unwrap();
+    let err = client.find_template(PROVISION).await.unwrap_err();
+    assert_eq!(err.kind(), ProviderErrorKind::Configuration, "{err}");
+    assert!(err.to_string().contains("CLOUDKIT_AAP_URL"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("/api/controller/v2/job_templates/"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    for status in [301, 302, 307, 308] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/api/v2/job_templates/3/launch/"))
+            .respond_with(ResponseTemplate::new(status).insert_header(
+                "location",
+                "https://elsewhere.example.com/api/v2/job_templates/3/launch/",
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let template = TemplateRef {
+            kind: TemplateKind::JobTemplate,
+            id: 3,
+        };
+        let err = client(&server).launch(template, &vars()).await.unwrap_err();
+        assert_eq!(err.kind(), ProviderErrorKind::Configuration, "{err}");
+        assert!(err.to_string().contains("elsewhere.example.com"), "{err}");
+        assert!(err.to_string().contains("CLOUDKIT_AAP_URL"), "{err}");
+        assert_eq!(server.received_requests().await.unwrap().len(), 1);
+    }
 }
