@@ -54,8 +54,16 @@ else
 fi
 mkdir -p "$(dirname "$VENV")"
 if ! "$PYTHON" -m venv "$VENV"; then
-  say "'$PYTHON -m venv' failed; on Debian install python3-venv (apt-get install -y python3-venv)"
-  exit 1
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    say "'$PYTHON -m venv' failed; installing python3-venv (apt-get) and retrying"
+    rm -rf "$VENV"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null \
+      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null; }
+    "$PYTHON" -m venv "$VENV"
+  else
+    say "'$PYTHON -m venv' failed; on Debian install python3-venv (apt-get install -y python3-venv)"
+    exit 1
+  fi
 fi
 say "installing ${REQUIREMENTS[*]} (about a minute when not cached)"
 "$VENV/bin/pip" install --disable-pip-version-check -q --upgrade pip

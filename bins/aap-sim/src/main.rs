@@ -51,6 +51,18 @@ struct Args {
     #[arg(long, env = "AAP_SIM_TIME_SCALE")]
     time_scale: Option<f64>,
 
+    /// Default time jobs spend pending (templates may set their own), e.g. 500ms.
+    #[arg(long, env = "AAP_SIM_PENDING", value_parser = parse_duration)]
+    pending: Option<std::time::Duration>,
+
+    /// Default time jobs spend waiting.
+    #[arg(long, env = "AAP_SIM_WAITING", value_parser = parse_duration)]
+    waiting: Option<std::time::Duration>,
+
+    /// Default time jobs spend running.
+    #[arg(long, env = "AAP_SIM_RUNNING", value_parser = parse_duration)]
+    running: Option<std::time::Duration>,
+
     /// Fraction (0..1) of API requests answered with a 5xx error.
     #[arg(long, env = "AAP_SIM_ERROR_RATE")]
     error_rate: Option<f64>,
@@ -158,6 +170,15 @@ fn config_from_args(args: &Args) -> Result<SimConfig> {
     }
     if let Some(scale) = args.time_scale {
         config.time_scale = scale;
+    }
+    if let Some(v) = args.pending {
+        config.phases.pending = v;
+    }
+    if let Some(v) = args.waiting {
+        config.phases.waiting = v;
+    }
+    if let Some(v) = args.running {
+        config.phases.running = v;
     }
     let f: &mut Faults = &mut config.faults;
     if let Some(v) = args.error_rate {
@@ -301,6 +322,8 @@ mod tests {
             "2s",
             "--seed",
             "9",
+            "--running",
+            "7s",
         ]);
         let c = config_from_args(&args).unwrap();
         assert_eq!(c.tokens, ["one", "two"]);
@@ -313,6 +336,7 @@ mod tests {
             Some(std::time::Duration::from_secs(2))
         );
         assert_eq!(c.seed, Some(9));
+        assert_eq!(c.phases.running, std::time::Duration::from_secs(7));
         let bad = Args::parse_from(["aap-sim", "--error-rate", "3"]);
         assert!(config_from_args(&bad).is_err());
     }

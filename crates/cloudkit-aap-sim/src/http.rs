@@ -24,6 +24,15 @@ type Sim = Arc<Shared>;
 /// Both API prefixes: AWX's and AAP 2.5+ gateway's.
 pub(crate) const PREFIXES: [&str; 2] = ["/api/v2/", "/api/controller/v2/"];
 
+/// Job fields AWX's `UnifiedJobListSerializer` omits from list items.
+const LIST_EXCLUDED_JOB_FIELDS: &[&str] = &[
+    "job_args",
+    "job_cwd",
+    "job_env",
+    "result_traceback",
+    "event_processing_finished",
+];
+
 /// AWX's default and maximum page sizes.
 const DEFAULT_PAGE_SIZE: usize = 25;
 const MAX_PAGE_SIZE: usize = 200;
@@ -872,8 +881,16 @@ fn jobs_page(
     }
     let jobs = &inner.jobs;
     paginate(matched, q, path, |id| {
-        jobs.get(id)
-            .map_or(Value::Null, |j| j.render(prefix, &sim.clock))
+        jobs.get(id).map_or(Value::Null, |j| {
+            let mut v = j.render(prefix, &sim.clock);
+            if let Some(obj) = v.as_object_mut() {
+                // AWX's list serializer leaves these out; clients must read the job itself.
+                for field in LIST_EXCLUDED_JOB_FIELDS {
+                    obj.remove(*field);
+                }
+            }
+            v
+        })
     })
 }
 

@@ -424,7 +424,9 @@ impl Job {
         let elapsed = match (self.started, self.finished) {
             (Some(s), Some(f)) => f.saturating_duration_since(s).as_secs_f64(),
             (None, Some(f)) => f.saturating_duration_since(self.created).as_secs_f64(),
-            _ => 0.0,
+            // AWX reports the time so far while a job runs.
+            (Some(s), None) => Instant::now().saturating_duration_since(s).as_secs_f64(),
+            (None, None) => 0.0,
         };
         let elapsed = (elapsed * 1000.0).round() / 1000.0;
         let jobs = self.kind.jobs_path();

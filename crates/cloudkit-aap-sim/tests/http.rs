@@ -614,6 +614,16 @@ async fn job_listings_filters_and_ordering() {
         assert_eq!(got, [ids[2], ids[1], ids[0]]);
         let vars: Value = serde_json::from_str(results[0]["extra_vars"].as_str().unwrap()).unwrap();
         assert_eq!(vars["cloudkit_launch_key"], "key-2");
+        // Like AWX's list serializer: no traceback in list items, only in the job itself.
+        assert!(results[0].get("result_traceback").is_none());
+        assert!(results[0].get("event_processing_finished").is_none());
+        assert!(
+            c.get(&format!("{p}jobs/{}/", ids[2]))
+                .await
+                .json
+                .get("result_traceback")
+                .is_some()
+        );
         let a = c
             .get(&format!(
                 "{p}workflow_job_templates/8/workflow_jobs/?order_by=-id&page_size=50"
