@@ -135,9 +135,11 @@ pub enum AapJobKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct JobStatus {
-    /// AAP numeric id as a decimal string, or eda-webhook-N for EDA. Empty while a launch is
+    /// AAP numeric id as a decimal string, or eda-webhook-N for EDA. Absent while a launch is
     /// recorded as an intent but the provider has not answered yet.
-    #[serde(rename = "jobID")]
+    // Absent rather than empty on the wire: some API servers turn an empty string in a list item
+    // into null and then reject it.
+    #[serde(rename = "jobID", default, skip_serializing_if = "String::is_empty")]
     pub job_id: String,
     /// Provision or deprovision.
     #[serde(rename = "type")]

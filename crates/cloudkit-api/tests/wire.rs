@@ -70,6 +70,22 @@ fn optional_fields_are_omitted_and_round_trip() {
 }
 
 #[test]
+fn an_intent_without_job_id_omits_the_field() {
+    let mut intent = JobStatus::new(
+        "",
+        JobType::Provision,
+        ts("2026-02-12T10:11:12Z"),
+        JobState::Pending,
+    );
+    intent.launch_key = Some("uid/provision/v/1".into());
+    let v = serde_json::to_value(&intent).unwrap();
+    assert!(v.get("jobID").is_none(), "{v}");
+    let back: JobStatus = serde_json::from_value(v).unwrap();
+    assert_eq!(back.job_id, "");
+    assert_eq!(back, intent);
+}
+
+#[test]
 fn timestamps_are_utc_seconds_like_go() {
     // Go's metav1.Time writes RFC 3339 in UTC at second precision.
     let job: JobStatus = serde_json::from_value(json!({

@@ -450,34 +450,56 @@ async fn cancel(
     Ok(())
 }
 
-/// Writes the whole operator-owned status with server-side apply. The object's resourceVersion
-/// is a precondition: a write based on a stale read fails with 409.
+/// Writes the operator's status with a JSON merge patch whose resourceVersion is a precondition:
+/// a write based on a stale read fails with 409 instead of overwriting newer state. Fields that
+/// became empty are sent as `null` so they are removed. The status starts from the one read, so
+/// conditions of other writers are carried over.
+///
+/// Server-side apply would be the natural fit, but API servers of the 1.20 line turn an empty
+/// string inside a list item (the job id of a recorded intent) into `null` and reject it.
 async fn write_status(
     api: &Api<ComputeInstance>,
     current: &ComputeInstance,
     status: &ComputeInstanceStatus,
     metrics: &Metrics,
 ) -> Result<ComputeInstance, kube::Error> {
+    let mut fields = match serde_json::to_value(status) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    for key in STATUS_FIELDS {
+        fields
+            .entry(key.to_string())
+            .or_insert(serde_json::Value::Null);
+    }
     let body = serde_json::json!({
-        "apiVersion": "cloudkit.openshift.io/v1alpha1",
-        "kind": "ComputeInstance",
-        "metadata": {
-            "name": current.name_any(),
-            "resourceVersion": current.resource_version(),
-        },
-        "status": status,
+        "metadata": { "resourceVersion": current.resource_version() },
+        "status": fields,
     });
     metrics.status_written();
     let mut updated = api
-        .patch_status(
-            &current.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&body),
-        )
+        .patch_status(&current.name_any(), &patch_params(), &Patch::Merge(&body))
         .await?;
     updated.managed_fields_mut().clear();
     Ok(updated)
 }
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+/// Every status field the operator writes (see `ComputeInstanceStatus`).
+const STATUS_FIELDS: [&str; 6] = [
+    "phase",
+    "conditions",
+    "observedGeneration",
+    "desiredConfigVersion",
+    "reconciledConfigVersion",
+    "jobs",
+];
 
 /// Adds or removes the operator's finalizer, keeping every other finalizer, with the object's
 /// resourceVersion as a precondition.
@@ -571,4 +593,56 @@ fn truncate(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}...", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudkit_api::{JobState, JobStatus, Phase};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    #[test]
+    fn status_fields_cover_the_status_type() {
+        let t = Time(Timestamp::UNIX_EPOCH);
+        let full = ComputeInstanceStatus {
+            phase: Some(Phase::Running),
+            conditions: vec![Condition {
+                type_: "A".into(),
+                status: "True".into(),
+                reason: "R".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: t.clone(),
+            }],
+            observed_generation: Some(1),
+            desired_config_version: Some("a".into()),
+            reconciled_config_version: Some("a".into()),
+            jobs: vec![JobStatus::new(
+                "1",
+                JobType::Provision,
+                t,
+                JobState::Running,
+            )],
+        };
+        let value = serde_json::to_value(&full).unwrap_or_default();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        let mut want = STATUS_FIELDS.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..1000 {
+            let d = jitter(Duration::from_secs(100));
+            assert!(
+                d >= Duration::from_secs(90) && d <= Duration::from_secs(110),
+                "{d:?}"
+            );
+        }
+    }
 }
