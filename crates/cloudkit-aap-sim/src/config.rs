@@ -625,6 +625,14 @@ faults:
     }
 
     #[test]
+    fn example_file_is_valid() {
+        let config = SimConfig::from_yaml_str(include_str!("../examples/simulator.yaml")).unwrap();
+        assert_eq!(config.templates.len(), 3);
+        assert_eq!(config.templates[2].effective_action(), PlaybookAction::None);
+        assert_eq!(config.faults.error_status, 503);
+    }
+
+    #[test]
     fn config_json_round_trip() {
         let config = SimConfig {
             templates: vec![TemplateSpec::job("a").with_id(3)],
