@@ -197,10 +197,7 @@ pub(crate) fn router(sim: Sim) -> Router {
                 )
                 .route(
                     &format!("{p}{t}/{{id}}/launch/"),
-                    get(move |s: State<Sim>, pre: Prefix, id: Path<String>| {
-                        launch_info(s, pre, id, kind)
-                    })
-                    .post(
+                    get(move |s: State<Sim>, id: Path<String>| launch_info(s, id, kind)).post(
                         move |s: State<Sim>, pre: Prefix, id: Path<String>, body: Bytes| {
                             launch(s, pre, id, body, kind)
                         },
@@ -691,11 +688,9 @@ async fn get_template(
 
 async fn launch_info(
     State(sim): State<Sim>,
-    Prefix(p): Prefix,
     Path(id): Path<String>,
     kind: TemplateKind,
 ) -> Response {
-    let _ = p;
     result_response(find_template(&sim, &id, kind).map(|t| {
         let data = json!({"name": t.spec.name, "id": t.id, "description": t.spec.description});
         let mut v = json!({
