@@ -1,0 +1,213 @@
+//! No duplicate and no lost jobs (SPEC 5.4), on a real API server with the AWX simulator.
+//!
+//! "Killing the operator" here aborts the controller task at a chosen instant inside a pass: no
+//! further write or call happens, and the next controller starts with an empty memory, exactly
+//! as a new process would. Everything that survives is in the API server and the simulator.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudkit_aap_sim::Outcome;
+use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType};
+use cloudkit_provider::{Provider, ProviderRegistry};
+use cloudkit_reconciler::{Context, Metrics};
+use common::*;
+
+fn spec() -> ComputeInstanceSpec {
+    ComputeInstanceSpec::for_template("test_template")
+}
+
+async fn intent_recorded(api: &kube::Api<ComputeInstance>, name: &str) -> ComputeInstance {
+    wait_for(api, name, None, "a recorded provision intent", |ci| {
+        latest(ci, JobType::Provision)
+            .is_some_and(|j| j.job_id.is_empty() && j.launch_key.is_some())
+    })
+    .await
+}
+
+async fn crash_and_recover(stall: Stall) {
+    let ns = env()
+        .namespace(if stall == Stall::BeforeLaunch {
+            "c1"
+        } else {
+            "c2"
+        })
+        .await;
+    let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
+    let stalling = Arc::new(Stalling {
+        inner: aap_provider(&sim),
+        stall,
+        launched: tokio::sync::Notify::new(),
+    });
+    let first = Operator::start(
+        &ns,
+        ProviderRegistry::new(Arc::clone(&stalling) as Arc<dyn Provider>),
+        settings(),
+    )
+    .await;
+    let api = api(&ns).await;
+    create(&api, "vm", spec()).await;
+    let ci = intent_recorded(&api, "vm").await;
+    let key = latest(&ci, JobType::Provision).unwrap().launch_key.unwrap();
+    // Wait until the pass is inside the provider (and, for AfterLaunch, the launch happened).
+    if stall == Stall::AfterLaunch {
+        eventually("the launch to reach the simulator", || async {
+            sim.simulator().stats().launches == 1
+        })
+        .await;
+    } else {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(sim.simulator().stats().launches, 0);
+    }
+    first.kill();
+
+    let second = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
+    let ci = wait_for(&api, "vm", Some(&sim), "the provision to succeed", |ci| {
+        latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Succeeded)
+    })
+    .await;
+    let job = latest(&ci, JobType::Provision).unwrap();
+    let stats = sim.simulator().stats();
+    assert_eq!(
+        stats.launches, 1,
+        "exactly one job at the controller: {stats:?}"
+    );
+    assert_eq!(
+        stats.launches_by_key.get(&key),
+        Some(&1),
+        "under the recorded key: {stats:?}"
+    );
+    assert_eq!(job.launch_key.as_deref(), Some(key.as_str()));
+    assert!(job.job_id.parse::<u64>().is_ok(), "{}", job.job_id);
+    assert_eq!(
+        jobs(&ci)
+            .iter()
+            .filter(|j| j.job_type == JobType::Provision)
+            .count(),
+        1
+    );
+    second.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_recording_the_intent_and_launching() {
+    crash_and_recover(Stall::BeforeLaunch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_launching_and_recording_the_job_id() {
+    crash_and_recover(Stall::AfterLaunch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflict_on_recording_the_answer_keeps_the_job_id() {
+    let ns = env().namespace("c3").await;
+    let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
+    let interfering = Arc::new(Interfering {
+        inner: aap_provider(&sim),
+        client: env().admin_client().await,
+    });
+    let op = Operator::start(
+        &ns,
+        ProviderRegistry::new(interfering as Arc<dyn Provider>),
+        settings(),
+    )
+    .await;
+    let api = api(&ns).await;
+    create(&api, "vm", spec()).await;
+    let ci = wait_for(&api, "vm", Some(&sim), "a recorded job id", |ci| {
+        latest(ci, JobType::Provision).is_some_and(|j| !j.job_id.is_empty())
+    })
+    .await;
+    // The concurrent write happened during the launch, so the first write of the answer met a
+    // 409; the id was still recorded, and nothing was launched twice.
+    let labels = ci.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("touched-during-launch").map(String::as_str),
+        Some("yes")
+    );
+    let job = latest(&ci, JobType::Provision).unwrap();
+    let stats = sim.simulator().stats();
+    assert_eq!(stats.launches, 1, "{stats:?}");
+    let sim_ids: Vec<String> = sim
+        .simulator()
+        .requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.contains("/launch/"))
+        .map(|r| r.status.to_string())
+        .collect();
+    assert_eq!(sim_ids, vec!["201".to_string()]);
+    // Recorded by re-reading and re-applying the answer, not recovered later by looking the
+    // launch up (which would list the template's jobs).
+    let lookups = sim
+        .simulator()
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("_templates/") && r.path.ends_with("/jobs/"))
+        .count();
+    assert_eq!(lookups, 0);
+    wait_for(&api, "vm", Some(&sim), "the job to finish", |ci| {
+        latest(ci, JobType::Provision)
+            .is_some_and(|j| j.job_id == job.job_id && j.state == JobState::Succeeded)
+    })
+    .await;
+    op.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_from_a_stale_object_does_not_launch() {
+    let ns = env().namespace("c4").await;
+    let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
+    let api = api(&ns).await;
+    let created = create(&api, "vm", spec()).await;
+    // A snapshot from before the operator acted: what a lagging cache would hand a reconcile.
+    let stale = api.get("vm").await.unwrap();
+    assert_eq!(
+        stale.metadata.resource_version,
+        created.metadata.resource_version
+    );
+
+    let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
+    wait_for(&api, "vm", Some(&sim), "a recorded job id", |ci| {
+        latest(ci, JobType::Provision).is_some_and(|j| !j.job_id.is_empty())
+    })
+    .await;
+    assert_eq!(sim.simulator().stats().launches, 1);
+
+    // A second controller context (another replica, or this one with a stale cache) reconciles
+    // the old snapshot: it decides to provision, but its intent write carries the old
+    // resourceVersion and is refused, so it never calls the provider.
+    let other = Arc::new(Context::new(
+        env().admin_client().await,
+        ProviderRegistry::new(aap_provider(&sim)),
+        settings(),
+        Metrics::shared(),
+    ));
+    let mut stale_with_finalizer = stale.clone();
+    stale_with_finalizer.metadata.finalizers = Some(vec![cloudkit_api::metadata::FINALIZER.into()]);
+    for snapshot in [stale, stale_with_finalizer] {
+        let result = cloudkit_reconciler::reconcile(Arc::new(snapshot), Arc::clone(&other)).await;
+        assert!(
+            result.is_ok(),
+            "a conflict is a requeue, not an error: {result:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = sim.simulator().stats();
+    assert_eq!(
+        stats.launches, 1,
+        "no launch from a stale object: {stats:?}"
+    );
+    let ci = api.get("vm").await.unwrap();
+    assert_eq!(
+        jobs(&ci)
+            .iter()
+            .filter(|j| j.job_type == JobType::Provision)
+            .count(),
+        1
+    );
+    op.stop().await;
+}
