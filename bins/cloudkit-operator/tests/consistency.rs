@@ -28,32 +28,27 @@ async fn intent_recorded(api: &kube::Api<ComputeInstance>, name: &str) -> Comput
     .await
 }
 
-async fn crash_and_recover(stall: Stall) {
+async fn crash_and_recover(after_launch: bool) {
     let ns = env()
-        .namespace(if stall == Stall::BeforeLaunch {
-            "c1"
-        } else {
-            "c2"
-        })
+        .namespace(if after_launch { "c2" } else { "c1" })
         .await;
     let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
-    let stalling = Arc::new(Stalling {
+    let hook = if after_launch {
+        Hook::StallAfterLaunch
+    } else {
+        Hook::StallBeforeLaunch
+    };
+    let hooked: Arc<dyn Provider> = Arc::new(Hooked {
         inner: aap_provider(&sim),
-        stall,
-        launched: tokio::sync::Notify::new(),
+        hook,
     });
-    let first = Operator::start(
-        &ns,
-        ProviderRegistry::new(Arc::clone(&stalling) as Arc<dyn Provider>),
-        settings(),
-    )
-    .await;
+    let first = Operator::start(&ns, ProviderRegistry::new(hooked), settings()).await;
     let api = api(&ns).await;
     create(&api, "vm", spec()).await;
     let ci = intent_recorded(&api, "vm").await;
     let key = latest(&ci, JobType::Provision).unwrap().launch_key.unwrap();
     // Wait until the pass is inside the provider (and, for AfterLaunch, the launch happened).
-    if stall == Stall::AfterLaunch {
+    if after_launch {
         eventually("the launch to reach the simulator", || async {
             sim.simulator().stats().launches == 1
         })
@@ -94,28 +89,23 @@ async fn crash_and_recover(stall: Stall) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_recording_the_intent_and_launching() {
-    crash_and_recover(Stall::BeforeLaunch).await;
+    crash_and_recover(false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_between_launching_and_recording_the_job_id() {
-    crash_and_recover(Stall::AfterLaunch).await;
+    crash_and_recover(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_conflict_on_recording_the_answer_keeps_the_job_id() {
     let ns = env().namespace("c3").await;
     let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
-    let interfering = Arc::new(Interfering {
+    let interfering: Arc<dyn Provider> = Arc::new(Hooked {
         inner: aap_provider(&sim),
-        client: env().admin_client().await,
+        hook: Hook::Interfere(env().admin_client().await),
     });
-    let op = Operator::start(
-        &ns,
-        ProviderRegistry::new(interfering as Arc<dyn Provider>),
-        settings(),
-    )
-    .await;
+    let op = Operator::start(&ns, ProviderRegistry::new(interfering), settings()).await;
     let api = api(&ns).await;
     create(&api, "vm", spec()).await;
     let ci = wait_for(&api, "vm", Some(&sim), "a recorded job id", |ci| {

@@ -191,7 +191,10 @@ impl Target<'_> {
 
     fn transport(&self, err: reqwest::Error, timeout: Duration) -> ProviderError {
         let what = if err.is_timeout() {
-            format!("no answer within {}", fmt_duration(timeout))
+            format!(
+                "no answer within {}",
+                cloudkit_provider::format_duration(timeout)
+            )
         } else if let Some(kind) = io_kind(&err) {
             match kind {
                 std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
@@ -332,17 +335,6 @@ pub(crate) fn snippet(raw: &[u8], html: bool, secrets: &[&str]) -> String {
         out = format!("{}...", cut.trim_end());
     }
     out
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ impl ProviderErrorKind {
 #[derive(Debug, thiserror::Error)]
 pub enum ProviderError {
     /// Too many requests; nothing was sent or the provider refused. Retry after the duration.
-    #[error("rate limited: retry after {}", fmt_duration(*retry_after))]
+    #[error("rate limited: retry after {}", format_duration(*retry_after))]
     RateLimited {
         /// How long until a retry can succeed.
         retry_after: Duration,
@@ -128,7 +128,8 @@ impl ProviderError {
     }
 }
 
-fn fmt_duration(d: Duration) -> String {
+/// A short human form of a duration for messages: `250ms`, `3s`, `1.5s`.
+pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         format!("{ms}ms")

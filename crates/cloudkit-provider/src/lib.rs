@@ -46,7 +46,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloudkit_api::{AapJobKind, ComputeInstance, JobState, JobStatus, JobType, ProviderKind};
 
-pub use error::{ProviderError, ProviderErrorKind};
+pub use error::{ProviderError, ProviderErrorKind, format_duration};
 pub use registry::ProviderRegistry;
 pub use secret::Secret;
 

@@ -317,103 +317,65 @@ pub async fn event_reasons(namespace: &str, name: &str) -> Vec<String> {
         .collect()
 }
 
-/// What a provider wrapper does around the real call, to stop a pass at a chosen instant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stall {
+/// What a wrapped provider does around a launch, to stop a pass at a chosen instant or to
+/// provoke a conflict.
+pub enum Hook {
     /// Never call the provider: the pass hangs right after the intent was written.
-    BeforeLaunch,
+    StallBeforeLaunch,
     /// Call the provider, then hang before the answer can be recorded.
-    AfterLaunch,
+    StallAfterLaunch,
+    /// While the launch is in flight, someone else writes to the CI: the write of the launch's
+    /// answer then meets a 409 conflict.
+    Interfere(Client),
 }
 
-/// Wraps a provider so that launches stall at a chosen instant; everything else passes through.
-#[derive(Debug)]
-pub struct Stalling {
+/// A provider that passes everything to `inner` except what its [`Hook`] changes.
+pub struct Hooked {
     pub inner: Arc<dyn Provider>,
-    pub stall: Stall,
-    pub launched: tokio::sync::Notify,
+    pub hook: Hook,
 }
 
-impl Stalling {
-    async fn stall<T>(
-        &self,
-        call: impl Future<Output = Result<T, ProviderError>>,
-    ) -> Result<T, ProviderError> {
-        if self.stall == Stall::AfterLaunch {
-            let _ = call.await;
-        }
-        self.launched.notify_waiters();
-        std::future::pending().await
-    }
-}
-
-#[async_trait]
-impl Provider for Stalling {
-    fn kind(&self) -> ProviderKind {
-        self.inner.kind()
-    }
-    fn polls_remotely(&self) -> bool {
-        self.inner.polls_remotely()
-    }
-    fn can_cancel(&self) -> bool {
-        self.inner.can_cancel()
-    }
-    fn can_find_launches(&self) -> bool {
-        self.inner.can_find_launches()
-    }
-    fn blocks_deletion_on_failure(&self) -> bool {
-        self.inner.blocks_deletion_on_failure()
-    }
-    async fn provision(
-        &self,
-        ci: &ComputeInstance,
-        launch: &Launch,
-    ) -> Result<StartedJob, ProviderError> {
-        self.stall(self.inner.provision(ci, launch)).await
-    }
-    async fn deprovision(
-        &self,
-        ci: &ComputeInstance,
-        launch: &Launch,
-    ) -> Result<DeprovisionOutcome, ProviderError> {
-        self.stall(self.inner.deprovision(ci, launch)).await
-    }
-    async fn job_state(
-        &self,
-        ci: &ComputeInstance,
-        job: &JobStatus,
-    ) -> Result<JobObservation, ProviderError> {
-        self.inner.job_state(ci, job).await
-    }
-    async fn cancel(&self, job: &JobStatus) -> Result<CancelOutcome, ProviderError> {
-        self.inner.cancel(job).await
-    }
-    async fn find_launch(
-        &self,
-        ci: &ComputeInstance,
-        job: &JobStatus,
-    ) -> Result<LaunchLookup, ProviderError> {
-        self.inner.find_launch(ci, job).await
-    }
-}
-
-/// Wraps a provider so that, while a launch is in flight, someone else writes to the CI: the
-/// write of the launch's answer then meets a 409 conflict.
-pub struct Interfering {
-    pub inner: Arc<dyn Provider>,
-    pub client: Client,
-}
-
-impl std::fmt::Debug for Interfering {
+impl std::fmt::Debug for Hooked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Interfering")
+        f.debug_struct("Hooked")
             .field("inner", &self.inner)
             .finish_non_exhaustive()
     }
 }
 
+impl Hooked {
+    async fn around<T>(
+        &self,
+        ci: &ComputeInstance,
+        call: impl Future<Output = Result<T, ProviderError>>,
+    ) -> Result<T, ProviderError> {
+        match &self.hook {
+            Hook::StallBeforeLaunch => std::future::pending().await,
+            Hook::StallAfterLaunch => {
+                let _ = call.await;
+                std::future::pending().await
+            }
+            Hook::Interfere(client) => {
+                let api: Api<ComputeInstance> = Api::namespaced(
+                    client.clone(),
+                    ci.metadata.namespace.as_deref().unwrap_or_default(),
+                );
+                let name = ci.metadata.name.clone().unwrap_or_default();
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"metadata": {"labels": {"touched-during-launch": "yes"}}})),
+                )
+                .await
+                .expect("concurrent write");
+                call.await
+            }
+        }
+    }
+}
+
 #[async_trait]
-impl Provider for Interfering {
+impl Provider for Hooked {
     fn kind(&self) -> ProviderKind {
         self.inner.kind()
     }
@@ -434,28 +396,14 @@ impl Provider for Interfering {
         ci: &ComputeInstance,
         launch: &Launch,
     ) -> Result<StartedJob, ProviderError> {
-        let api: Api<ComputeInstance> = Api::namespaced(
-            self.client.clone(),
-            ci.metadata.namespace.as_deref().unwrap_or_default(),
-        );
-        let name = ci.metadata.name.clone().unwrap_or_default();
-        api.patch(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(
-                serde_json::json!({"metadata": {"labels": {"touched-during-launch": "yes"}}}),
-            ),
-        )
-        .await
-        .expect("concurrent write");
-        self.inner.provision(ci, launch).await
+        self.around(ci, self.inner.provision(ci, launch)).await
     }
     async fn deprovision(
         &self,
         ci: &ComputeInstance,
         launch: &Launch,
     ) -> Result<DeprovisionOutcome, ProviderError> {
-        self.inner.deprovision(ci, launch).await
+        self.around(ci, self.inner.deprovision(ci, launch)).await
     }
     async fn job_state(
         &self,
