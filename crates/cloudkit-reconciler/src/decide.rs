@@ -398,13 +398,15 @@ impl Ctx<'_> {
             let Some(obs) = observed.jobs.get(&job.job_id) else {
                 continue;
             };
-            if let Some(message) = &obs.message {
-                job.message = Some(message.clone());
-            }
             if obs.state == job.state {
+                if let Some(message) = &obs.message {
+                    job.message = Some(message.clone());
+                }
                 continue;
             }
+            // A new state makes the previous message (say, "launched") stale.
             job.state = obs.state;
+            job.message = obs.message.clone();
             if obs.state.is_terminal() {
                 self.finish(job);
             }

@@ -217,7 +217,9 @@ fn invalid_template_parameters_no_job_condition_and_one_event() {
 #[test]
 fn aap_states_follow_the_provider_and_success_reconciles() {
     let c = ci();
-    let c = with_jobs(c.clone(), vec![provision(&c, "9076", 0, JobState::Pending)]);
+    let mut launched = provision(&c, "9076", 0, JobState::Pending);
+    launched.message = Some("AAP job 9076 launched".into());
+    let c = with_jobs(c.clone(), vec![launched]);
 
     let plan = decide(&c, &observe("9076", JobState::Running), at(30), &aap());
     assert_eq!(status(&plan).jobs[0].state, JobState::Running);
@@ -228,6 +230,10 @@ fn aap_states_follow_the_provider_and_success_reconciles() {
     let st = status(&plan);
     assert_eq!(st.jobs[0].state, JobState::Succeeded);
     assert_eq!(st.jobs[0].completion_timestamp, Some(Time(at(60))));
+    assert_eq!(
+        st.jobs[0].message, None,
+        "the launch message is stale once the job finished"
+    );
     // AAP direct: success reconciles even without the annotation (seeded open bug).
     assert_eq!(
         st.reconciled_config_version.as_deref(),
