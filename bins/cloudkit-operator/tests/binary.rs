@@ -113,7 +113,15 @@ impl Drop for Running {
 }
 
 fn spawn_operator(namespace: &str, sim_url: &str) -> Running {
-    let mut child = bare()
+    spawn_operator_with(namespace, sim_url, &[])
+}
+
+fn spawn_operator_with(namespace: &str, sim_url: &str, extra: &[(&str, &str)]) -> Running {
+    let mut cmd = bare();
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .env("KUBECONFIG", env().kubeconfig_path())
         .env("CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE", namespace)
         .env("CLOUDKIT_AAP_URL", sim_url)
@@ -298,4 +306,121 @@ async fn endpoints_metrics_and_what_kubectl_shows() {
     }
     let log = op.log.lock().unwrap().clone();
     assert!(!log.contains(SIM_TOKEN), "the token never appears in logs");
+    stops_on_sigterm(op);
+}
+
+/// SIGTERM: the operator finishes in-flight work, stops its endpoints and exits 0.
+fn stops_on_sigterm(mut op: Running) {
+    let pid = op.child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    loop {
+        if let Some(code) = op.child.try_wait().unwrap() {
+            assert!(
+                code.success(),
+                "exit {code:?}; log:\n{}",
+                op.log.lock().unwrap()
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "still running 15 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        op.log.lock().unwrap().contains("stopped"),
+        "{}",
+        op.log.lock().unwrap()
+    );
+}
+
+async fn reconciles(http: &reqwest::Client, address: &str) -> u64 {
+    let text = match http.get(format!("http://{address}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0,
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("cloudkit_reconciles_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0) as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
+    let ns = env().namespace("lease").await;
+    let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
+    let lease = [
+        ("CLOUDKIT_LEADER_ELECT", "true"),
+        ("CLOUDKIT_LEADER_ELECTION_NAMESPACE", ns.as_str()),
+    ];
+    let mut first = spawn_operator_with(&ns, &sim.api_url(), &lease);
+    // The first replica holds the lease before the second starts.
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env().admin_client().await, &ns);
+    eventually("the lease to be held", || async {
+        leases
+            .get_opt("cloudkit-operator")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+            .is_some()
+    })
+    .await;
+    let second = spawn_operator_with(&ns, &sim.api_url(), &lease);
+    let http = reqwest::Client::new();
+
+    let api = api(&ns).await;
+    create(&api, "vm-a", ComputeInstanceSpec::for_template("t")).await;
+    wait_for(&api, "vm-a", Some(&sim), "Running", |ci| {
+        ci.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+    })
+    .await;
+    assert!(
+        reconciles(&http, &first.address).await > 0,
+        "the leader works"
+    );
+    assert_eq!(
+        reconciles(&http, &second.address).await,
+        0,
+        "the standby does nothing"
+    );
+    // The standby is ready (it serves probes) while it waits.
+    let ready = http
+        .get(format!("http://{}/readyz", second.address))
+        .send()
+        .await
+        .unwrap();
+    assert!(ready.status().is_success());
+
+    // The leader dies without releasing the lease: the standby takes over within the lease
+    // duration (15 s) plus its retry period.
+    first.child.kill().unwrap();
+    let _ = first.child.wait();
+    create(&api, "vm-b", ComputeInstanceSpec::for_template("t")).await;
+    let started = Instant::now();
+    wait_for(
+        &api,
+        "vm-b",
+        Some(&sim),
+        "Running after the takeover",
+        |ci| ci.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running),
+    )
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "took over after {:?}",
+        started.elapsed()
+    );
+    assert!(reconciles(&http, &second.address).await > 0);
+    assert_eq!(
+        sim.simulator().stats().launches,
+        2,
+        "one provision per CI, no duplicates"
+    );
+    drop(second);
 }
