@@ -9,6 +9,7 @@ default:
 # The full test suite: unit tests, then integration tests on a real API server.
 test:
     hack/testenv-install.sh
+    hack/python-venv.sh
     cargo test --workspace --all-targets --no-fail-fast
     cargo test --workspace --doc
 
