@@ -1,0 +1,533 @@
+//! End-to-end scenarios (SPEC 7): the operator binary as a child process, authenticated as a user
+//! that holds only the roles of `deploy/rbac.yaml`; real ansible-rulebook and playbooks for EDA;
+//! the AWX simulator for AAP. Every assertion reads what the API server persisted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cloudkit_api::metadata::{AAP_FINALIZER, FINALIZER, RECONCILED_CONFIG_VERSION_ANNOTATION};
+use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind};
+use common::*;
+use kube::Api;
+
+fn phase(ci: &ComputeInstance) -> Option<Phase> {
+    ci.status.as_ref().and_then(|s| s.phase)
+}
+
+fn running_and_provisioned(ci: &ComputeInstance) -> bool {
+    phase(ci) == Some(Phase::Running)
+        && latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Succeeded)
+}
+
+fn is_utc(timestamp: &str) -> bool {
+    timestamp.ends_with('Z') && timestamp.parse::<jiff::Timestamp>().is_ok()
+}
+
+/// SPEC 7.2: provision job `eda-webhook-1`, deprovision `eda-webhook-2`, UTC timestamps; the
+/// playbooks run by ansible-rulebook add and remove the `-aap` finalizer and report the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eda_provision_then_deprovision_through_ansible_rulebook() {
+    let mut scene = Scene::new("e2e-eda").await;
+    let ns = scene.namespace.clone();
+    scene
+        .start_operator(OperatorConfig::eda("operator-eda", &ns))
+        .await;
+    scene
+        .create(
+            &ns,
+            "vm-eda",
+            ComputeInstanceSpec::for_template("e2e_template"),
+        )
+        .await;
+
+    let ci = scene
+        .wait_for(&ns, "vm-eda", "phase Running", running_and_provisioned)
+        .await;
+    let raw = scene.raw(&ns, "vm-eda").await;
+    let stamp = raw["status"]["jobs"][0]["timestamp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(is_utc(&stamp), "provision timestamp {stamp:?}");
+    let status = ci.status.clone().unwrap();
+    let job = latest(&ci, JobType::Provision).unwrap();
+    assert_eq!(job.job_id, "eda-webhook-1", "{:?}", status.jobs);
+    assert_eq!(job.provider, Some(ProviderKind::Eda));
+    let desired = status.desired_config_version.clone().unwrap();
+    assert_eq!(job.config_version.as_deref(), Some(desired.as_str()));
+    assert_eq!(
+        status.reconciled_config_version.as_deref(),
+        Some(desired.as_str())
+    );
+    let annotations = ci.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get(RECONCILED_CONFIG_VERSION_ANNOTATION),
+        Some(&desired),
+        "provision.yml wrote the annotation"
+    );
+    let finalizers = ci.metadata.finalizers.clone().unwrap_or_default();
+    assert!(
+        finalizers.contains(&FINALIZER.to_string())
+            && finalizers.contains(&AAP_FINALIZER.to_string()),
+        "{finalizers:?}"
+    );
+
+    let last = scene.delete_and_wait_gone(&ns, "vm-eda").await;
+    let jobs = jobs(&last.ci);
+    let ids: Vec<(&str, JobType)> = jobs
+        .iter()
+        .map(|j| (j.job_id.as_str(), j.job_type))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("eda-webhook-1", JobType::Provision),
+            ("eda-webhook-2", JobType::Deprovision)
+        ],
+        "{jobs:?}"
+    );
+    let deprovision = &jobs[1];
+    assert_eq!(deprovision.provider, Some(ProviderKind::Eda));
+    let stamp = last.raw["status"]["jobs"][1]["timestamp"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(is_utc(stamp), "deprovision timestamp {stamp:?}");
+    assert!(
+        deprovision.state == JobState::Succeeded || deprovision.state == JobState::Running,
+        "the last status seen before the CI went: {deprovision:?}"
+    );
+    // The rulebook ran each playbook once, with the CI it was sent.
+    let log = rulebook().log_text();
+    assert!(
+        log.contains("Provision a ComputeInstance")
+            && log.contains("Deprovision a ComputeInstance")
+    );
+    scene.assert_no_forbidden();
+}
+
+/// SPEC 7.3: six CIs at once, three per provider, each provider in its own operator process
+/// watching its own namespace; all reach Running and are deleted cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_in_parallel_three_per_provider() {
+    let mut scene = Scene::new("e2e-six-aap").await;
+    let aap_ns = scene.namespace.clone();
+    let eda_ns = env().namespace("e2e-six-eda").await;
+    grant_operator_roles(&eda_ns).await;
+    let sim = simulator().await;
+    scene
+        .start_operator(OperatorConfig::aap("operator-six-aap", &aap_ns, &sim))
+        .await;
+    scene.sim = Some(sim);
+    scene
+        .start_operator(OperatorConfig::eda("operator-six-eda", &eda_ns))
+        .await;
+    let aap_api = scene.api_in(&aap_ns);
+
+    let names = ["vm-a", "vm-b", "vm-c"];
+    for name in names {
+        let spec = ComputeInstanceSpec::for_template("e2e_template");
+        scene.create(&aap_ns, name, spec.clone()).await;
+        scene.create(&eda_ns, name, spec).await;
+    }
+    for name in names {
+        for (ns, provider) in [(&aap_ns, ProviderKind::Aap), (&eda_ns, ProviderKind::Eda)] {
+            let ci = scene
+                .wait_for(ns, name, "phase Running", running_and_provisioned)
+                .await;
+            let job = latest(&ci, JobType::Provision).unwrap();
+            assert_eq!(job.provider, Some(provider), "{name}: {job:?}");
+            match provider {
+                ProviderKind::Aap => assert!(job.job_id.parse::<u64>().is_ok(), "{job:?}"),
+                ProviderKind::Eda => assert_eq!(job.job_id, "eda-webhook-1"),
+            }
+        }
+    }
+    let aap_ids: BTreeSet<String> = {
+        let mut ids = BTreeSet::new();
+        for name in names {
+            let ci = aap_api.get(name).await.unwrap();
+            ids.insert(latest(&ci, JobType::Provision).unwrap().job_id);
+        }
+        ids
+    };
+    assert_eq!(aap_ids.len(), 3, "one AAP job per CI: {aap_ids:?}");
+
+    let mut followers = Vec::new();
+    for name in names {
+        for (ns, provider) in [(&aap_ns, ProviderKind::Aap), (&eda_ns, ProviderKind::Eda)] {
+            followers.push((name, provider, scene.follow(ns, name).await));
+        }
+    }
+    for name in names {
+        scene.delete(&aap_ns, name).await;
+        scene.delete(&eda_ns, name).await;
+    }
+    for (name, provider, follower) in followers {
+        let last = scene.wait_gone(follower).await;
+        let jobs = jobs(&last.ci);
+        let provisions = jobs
+            .iter()
+            .filter(|j| j.job_type == JobType::Provision)
+            .count();
+        let deprovisions: Vec<_> = jobs
+            .iter()
+            .filter(|j| j.job_type == JobType::Deprovision)
+            .collect();
+        assert_eq!(provisions, 1, "{name} ({provider}): {jobs:?}");
+        assert_eq!(deprovisions.len(), 1, "{name} ({provider}): {jobs:?}");
+        assert_eq!(deprovisions[0].provider, Some(provider));
+    }
+    let stats = scene.sim.as_ref().unwrap().simulator().stats();
+    assert_eq!(
+        stats.launches, 6,
+        "3 provision + 3 deprovision launches: {stats:?}"
+    );
+    scene.assert_no_forbidden();
+}
+
+/// SPEC 7.5: provisioned through EDA (`eda-webhook-1`); the operator process is killed and
+/// started again with AAP as the active provider; the deletion runs an AAP job; the history
+/// holds both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_switch_from_eda_to_aap() {
+    let mut scene = Scene::new("e2e-switch").await;
+    let ns = scene.namespace.clone();
+    scene
+        .start_operator(OperatorConfig::eda("operator-switch-eda", &ns))
+        .await;
+    let api = scene.api_in(&ns);
+    scene
+        .create(
+            &ns,
+            "vm-switch",
+            ComputeInstanceSpec::for_template("e2e_template"),
+        )
+        .await;
+    let ci = scene
+        .wait_for(&ns, "vm-switch", "phase Running", running_and_provisioned)
+        .await;
+    assert_eq!(
+        latest(&ci, JobType::Provision).unwrap().job_id,
+        "eda-webhook-1"
+    );
+
+    // A crash: SIGKILL, no graceful shutdown, the Lease stays held until it expires.
+    scene.assert_no_forbidden();
+    scene.operators[0].kill();
+    scene.operators.remove(0);
+
+    let sim = simulator().await;
+    let mut config = OperatorConfig::aap("operator-switch-aap", &ns, &sim);
+    // Still able to read the EDA jobs it finds; AAP starts the new ones.
+    config.eda = true;
+    // The killed process's Lease would hold the new one back for its whole duration.
+    config.leader_elect = false;
+    scene.sim = Some(sim);
+    scene.start_operator(config).await;
+
+    // The restarted operator takes the CI over without starting anything.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let ci = api.get("vm-switch").await.unwrap();
+    assert_eq!(jobs(&ci).len(), 1, "{:?}", jobs(&ci));
+    assert_eq!(scene.sim.as_ref().unwrap().simulator().stats().launches, 0);
+
+    let last = scene.delete_and_wait_gone(&ns, "vm-switch").await.ci;
+    let jobs = jobs(&last);
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    let provision = latest(&last, JobType::Provision).unwrap();
+    let deprovision = latest(&last, JobType::Deprovision).unwrap();
+    assert_eq!(
+        (
+            provision.job_id.as_str(),
+            provision.provider,
+            provision.state
+        ),
+        (
+            "eda-webhook-1",
+            Some(ProviderKind::Eda),
+            JobState::Succeeded
+        )
+    );
+    assert!(
+        deprovision.job_id.parse::<u64>().is_ok(),
+        "an AAP id: {deprovision:?}"
+    );
+    assert_eq!(deprovision.provider, Some(ProviderKind::Aap));
+    let stats = scene.sim.as_ref().unwrap().simulator().stats();
+    assert_eq!(stats.launches, 1, "only the deprovision job: {stats:?}");
+    scene.assert_no_forbidden();
+}
+
+/// The child operator's /metrics count the jobs it started and finished, by type, provider and
+/// state, and the CI's Events tell the same story.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_events_of_the_operator_process() {
+    let mut scene = Scene::new("e2e-metrics").await;
+    let ns = scene.namespace.clone();
+    let sim = simulator().await;
+    let op = scene
+        .start_operator(OperatorConfig::aap("operator-metrics", &ns, &sim))
+        .await;
+    scene.sim = Some(sim);
+    scene
+        .create(
+            &ns,
+            "vm-ok",
+            ComputeInstanceSpec::for_template("e2e_template"),
+        )
+        .await;
+    // templateParameters steer the automation: this one's provision fails.
+    scene
+        .create(
+            &ns,
+            "vm-fails",
+            spec_with_parameters(
+                serde_json::json!({"sim_outcome": "failed", "sim_message": "no capacity"}),
+            ),
+        )
+        .await;
+    scene
+        .wait_for(&ns, "vm-ok", "phase Running", running_and_provisioned)
+        .await;
+    let failed = scene
+        .wait_for(&ns, "vm-fails", "phase Failed", |ci| {
+            phase(ci) == Some(Phase::Failed)
+        })
+        .await;
+    let job = latest(&failed, JobType::Provision).unwrap();
+    assert_eq!(job.state, JobState::Failed, "{job:?}");
+
+    let start = Instant::now();
+    let metrics = loop {
+        let m = scene.operators[op].metrics().await;
+        let finished = |state: &str| {
+            m.get(&format!(
+                "cloudkit_jobs_finished_total{{type=\"provision\",provider=\"aap\",state=\"{state}\"}}"
+            ))
+            .copied()
+        };
+        if finished("Succeeded") == Some(1.0) && finished("Failed") == Some(1.0) {
+            break m;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "job counters never reached 1 succeeded + 1 failed: {m:#?}\n{}",
+            scene.diagnostics(None)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        metrics.get("cloudkit_jobs_started_total{type=\"provision\",provider=\"aap\"}"),
+        Some(&2.0),
+        "{metrics:#?}"
+    );
+    assert!(
+        metrics
+            .get("cloudkit_job_duration_seconds_count{type=\"provision\",provider=\"aap\"}")
+            .is_some_and(|n| *n >= 2.0),
+        "{metrics:#?}"
+    );
+    assert!(
+        metrics
+            .get("cloudkit_reconciles_total")
+            .is_some_and(|n| *n >= 2.0),
+        "{metrics:#?}"
+    );
+
+    let events = scene.events("vm-ok").await;
+    let reasons: Vec<&str> = events.iter().map(|(_, r, _)| r.as_str()).collect();
+    assert!(
+        reasons.contains(&"JobStarted") && reasons.contains(&"JobSucceeded"),
+        "{events:?}"
+    );
+    let events = scene.events("vm-fails").await;
+    assert!(
+        events
+            .iter()
+            .any(|(t, r, note)| t == "Warning" && r == "JobFailed" && note.contains("no capacity")),
+        "a Warning naming the failure: {events:?}"
+    );
+    scene.assert_no_forbidden();
+}
+
+/// The playbooks as an AAP job runs them (`ansible_eda.event.payload` in extra vars), steered by
+/// templateParameters: a failed provision keeps the finalizer and writes no annotation; a slow
+/// one takes its time; a failed deprovision keeps the finalizer, a good one removes only it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playbooks_follow_template_parameters() {
+    let automation = automation();
+    let env = env();
+    let ns = env.namespace("e2e-playbooks").await;
+    let api: Api<ComputeInstance> = Api::namespaced(env.admin_client().await, &ns);
+    let mut ci = ComputeInstance::new(
+        "vm-pb",
+        spec_with_parameters(serde_json::json!({
+            "sim_provision_outcome": "failed",
+            "sim_deprovision_running_seconds": 2,
+        })),
+    );
+    ci.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
+    api.create(&Default::default(), &ci).await.unwrap();
+
+    let run = |playbook: &str, ci: &ComputeInstance, desired: &str| {
+        let mut payload = serde_json::to_value(ci).unwrap();
+        payload["status"] = serde_json::json!({"desiredConfigVersion": desired});
+        let vars = serde_json::json!({"ansible_eda": {"event": {"payload": payload}}});
+        let file = run_dir().join(format!("{}-{playbook}-vars.json", ns));
+        std::fs::write(&file, vars.to_string()).unwrap();
+        let start = Instant::now();
+        let out = Command::new(automation.bin("ansible-playbook"))
+            .arg(workspace_root().join("examples/automation").join(playbook))
+            .arg("-e")
+            .arg(format!("@{}", file.display()))
+            .arg("-e")
+            .arg(format!(
+                "ansible_python_interpreter={}",
+                automation.python().display()
+            ))
+            .env("PATH", automation.path_var())
+            .env("K8S_AUTH_KUBECONFIG", env.kubeconfig_path())
+            .env("ANSIBLE_NOCOLOR", "1")
+            .output()
+            .expect("running ansible-playbook");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text, start.elapsed())
+    };
+    let get = || async { api.get("vm-pb").await.unwrap() };
+    let finalizers = |ci: &ComputeInstance| ci.metadata.finalizers.clone().unwrap_or_default();
+    let annotation = |ci: &ComputeInstance| {
+        ci.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RECONCILED_CONFIG_VERSION_ANNOTATION).cloned())
+    };
+
+    let (ok, log, _) = run("provision.yml", &get().await, "v1");
+    assert!(!ok, "sim_provision_outcome=failed fails the run:\n{log}");
+    let now = get().await;
+    assert_eq!(finalizers(&now), [FINALIZER, AAP_FINALIZER], "{log}");
+    assert_eq!(annotation(&now), None, "{log}");
+
+    // A provision that succeeds reports the version it was given.
+    api.patch(
+        "vm-pb",
+        &Default::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"templateParameters":
+            "{\"sim_deprovision_outcome\": \"failed\"}"}})),
+    )
+    .await
+    .unwrap();
+    let (ok, log, _) = run("provision.yml", &get().await, "v2");
+    assert!(ok, "{log}");
+    assert_eq!(annotation(&get().await).as_deref(), Some("v2"), "{log}");
+
+    let (ok, log, _) = run("deprovision.yml", &get().await, "v2");
+    assert!(!ok, "sim_deprovision_outcome=failed fails the run:\n{log}");
+    assert_eq!(
+        finalizers(&get().await),
+        [FINALIZER, AAP_FINALIZER],
+        "{log}"
+    );
+
+    api.patch(
+        "vm-pb",
+        &Default::default(),
+        &kube::api::Patch::Merge(serde_json::json!({"spec": {"templateParameters":
+            "{\"sim_running_seconds\": 2}"}})),
+    )
+    .await
+    .unwrap();
+    let (ok, log, took) = run("deprovision.yml", &get().await, "v2");
+    assert!(ok, "{log}");
+    assert!(
+        took >= Duration::from_secs(2),
+        "sim_running_seconds=2 took {took:?}"
+    );
+    assert_eq!(
+        finalizers(&get().await),
+        [FINALIZER],
+        "only its own finalizer goes:\n{log}"
+    );
+}
+
+/// The manifests of `deploy/` (but the CRD, which the other tests install) are accepted by a real
+/// API server with kubectl's schema validation on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_manifests_apply_to_an_api_server() {
+    let env = env();
+    let kubectl = cloudkit_testenv::kubectl_path().expect("kubectl (hack/testenv-install.sh)");
+    let deploy = workspace_root().join("deploy");
+    for file in [
+        "namespace.yaml",
+        "rbac.yaml",
+        "secret.example.yaml",
+        "deployment.yaml",
+    ] {
+        let out = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(env.kubeconfig_path())
+            .args(["apply", "--validate=true", "-f"])
+            .arg(deploy.join(file))
+            .output()
+            .expect("running kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl apply -f deploy/{file}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // The operator's service account may do what the binary needs, and no more.
+    let can = |verb: &str, resource: &str, ns: Option<&str>| {
+        let mut cmd = Command::new(&kubectl);
+        cmd.arg("--kubeconfig")
+            .arg(env.kubeconfig_path())
+            .args(["auth", "can-i", verb, resource])
+            .args([
+                "--as",
+                "system:serviceaccount:cloudkit-operator-system:cloudkit-operator",
+            ]);
+        match ns {
+            Some(ns) => cmd.args(["-n", ns]),
+            None => cmd.arg("--all-namespaces"),
+        };
+        let out = cmd.output().expect("kubectl auth can-i");
+        String::from_utf8_lossy(&out.stdout).trim() == "yes"
+    };
+    assert!(can("watch", "computeinstances.cloudkit.openshift.io", None));
+    assert!(can(
+        "patch",
+        "computeinstances.cloudkit.openshift.io/status",
+        None
+    ));
+    assert!(can("create", "events.events.k8s.io", None));
+    assert!(can(
+        "patch",
+        "leases.coordination.k8s.io",
+        Some("cloudkit-operator-system")
+    ));
+    assert!(!can(
+        "delete",
+        "computeinstances.cloudkit.openshift.io",
+        None
+    ));
+    assert!(!can(
+        "update",
+        "computeinstances.cloudkit.openshift.io",
+        None
+    ));
+    assert!(!can(
+        "create",
+        "leases.coordination.k8s.io",
+        Some("default")
+    ));
+    assert!(!can("get", "secrets", Some("cloudkit-operator-system")));
+}
