@@ -13,9 +13,24 @@ test:
     cargo test --workspace --all-targets --no-fail-fast
     cargo test --workspace --doc
 
+# The end-to-end tests only: the operator binary with least-privilege RBAC, ansible-rulebook, the AWX simulator.
+e2e:
+    hack/testenv-install.sh
+    hack/python-venv.sh
+    cargo test -p cloudkit-e2e
+
+# A local demo, start to finish: API server, AWX simulator, ansible-rulebook, two operators, sample VMs.
+demo:
+    hack/demo.sh
+
+# Stop everything `just demo` started.
+demo-down:
+    hack/demo.sh down
+
 # Regenerate the committed CRD YAML from the Rust types.
 crds:
     CLOUDKIT_UPDATE_CRDS=1 cargo test -q -p cloudkit-api --test crd
+    cp crds/computeinstance.yaml deploy/crd.yaml
 
 # Formatting and lints, as CI wants them.
 lint:
