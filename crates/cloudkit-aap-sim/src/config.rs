@@ -1,6 +1,7 @@
 //! Simulator configuration: templates, timing, tokens and faults, from code or a YAML/JSON file.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -202,6 +203,100 @@ pub struct TemplateSpec {
     /// Playbook-mode action; inferred from the name when absent ([`PlaybookAction::infer`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<PlaybookAction>,
+    /// Runner mode: jobs run this playbook with a real `ansible-playbook` instead of following
+    /// the simulated phases (which, like the outcome, the action and the per-job overrides, then
+    /// do not apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runner: Option<RunnerSpec>,
+}
+
+/// Runner mode: how a template's jobs run a real `ansible-playbook` (see the crate
+/// documentation). Relative paths are resolved against the working directory when the template
+/// is added, or against the configuration file's directory when read by [`SimConfig::from_file`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerSpec {
+    /// The playbook to run.
+    pub playbook: PathBuf,
+    /// The `ansible-playbook` program; default `<venv>/bin/ansible-playbook` with the venv of
+    /// `hack/python-venv.sh` ([`crate::runner::default_venv`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ansible_playbook: Option<PathBuf>,
+    /// The Python interpreter passed as `ansible_python_interpreter`; default the `python` next to
+    /// `ansible-playbook` (interpreter discovery can pick a broken pyenv shim), when it exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub python: Option<PathBuf>,
+    /// More arguments, placed before the playbook (for example `-v`, or `-i` with an inventory
+    /// of your own instead of the generated `localhost` one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_args: Vec<String>,
+    /// More environment variables (they win over the ones the simulator sets).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// A job still running after this long is stopped and fails, like a template's `timeout` in
+    /// AWX. Real time: the simulator's time scale does not apply.
+    #[serde(
+        default,
+        with = "opt_duration_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout: Option<Duration>,
+}
+
+impl RunnerSpec {
+    /// Runs `playbook` with the defaults.
+    pub fn new(playbook: impl Into<PathBuf>) -> Self {
+        Self {
+            playbook: playbook.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Sets the `ansible-playbook` program.
+    pub fn with_ansible_playbook(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ansible_playbook = Some(path.into());
+        self
+    }
+
+    /// Sets the Python interpreter passed as `ansible_python_interpreter`.
+    pub fn with_python(mut self, path: impl Into<PathBuf>) -> Self {
+        self.python = Some(path.into());
+        self
+    }
+
+    /// Adds an argument before the playbook.
+    pub fn with_arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Sets the timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Makes the relative paths absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        for p in [
+            Some(&mut self.playbook),
+            self.ansible_playbook.as_mut(),
+            self.python.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        }
+    }
 }
 
 impl TemplateSpec {
@@ -228,6 +323,7 @@ impl TemplateSpec {
             running: None,
             outcome: Outcome::Successful,
             action: None,
+            runner: None,
         }
     }
 
@@ -263,10 +359,29 @@ impl TemplateSpec {
         self
     }
 
+    /// Runner mode: jobs run a real `ansible-playbook` (see [`RunnerSpec`]).
+    pub fn with_runner(mut self, runner: RunnerSpec) -> Self {
+        self.runner = Some(runner);
+        self
+    }
+
     /// Sets the organization.
     pub fn with_organization(mut self, organization: impl Into<String>) -> Self {
         self.organization = organization.into();
         self
+    }
+
+    /// Checks the runner settings that can be checked without running anything.
+    pub(crate) fn validate_runner(&self) -> Result<()> {
+        if let Some(r) = &self.runner
+            && r.playbook.as_os_str().is_empty()
+        {
+            return Err(Error::Config(format!(
+                "template {:?}: the runner has an empty playbook path",
+                self.name
+            )));
+        }
+        Ok(())
     }
 
     /// The configured action, or the one inferred from the name.
@@ -369,7 +484,16 @@ pub struct SimConfig {
     pub tick: Duration,
     /// AWX version reported by `GET config/` and response headers.
     pub awx_version: String,
+    /// Runner mode: at most this many `ansible-playbook` processes at once; further jobs stay
+    /// `pending` until one ends.
+    pub runner_concurrency: usize,
+    /// Runner mode: how long a canceled job's process has after SIGINT before it is killed.
+    #[serde(with = "duration_serde")]
+    pub runner_cancel_grace: Duration,
 }
+
+/// Default of [`SimConfig::runner_concurrency`].
+pub const DEFAULT_RUNNER_CONCURRENCY: usize = 4;
 
 impl Default for SimConfig {
     fn default() -> Self {
@@ -384,6 +508,8 @@ impl Default for SimConfig {
             request_log_capacity: 10_000,
             tick: Duration::from_millis(20),
             awx_version: DEFAULT_AWX_VERSION.to_owned(),
+            runner_concurrency: DEFAULT_RUNNER_CONCURRENCY,
+            runner_cancel_grace: Duration::from_secs(2),
         }
     }
 }
@@ -400,11 +526,20 @@ impl SimConfig {
         Ok(config)
     }
 
-    /// Reads a YAML or JSON file.
+    /// Reads a YAML or JSON file. Relative runner paths are taken relative to the file.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("reading {}: {e}", path.display())))?;
-        Self::from_yaml_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let mut config = Self::from_yaml_str(&text)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let base = std::path::absolute(base).unwrap_or_else(|_| base.to_owned());
+        for t in &mut config.templates {
+            if let Some(r) = &mut t.runner {
+                r.resolve_paths(&base);
+            }
+        }
+        Ok(config)
     }
 
     /// Checks the configuration for contradictions.
@@ -417,6 +552,11 @@ impl SimConfig {
         }
         if self.tick.is_zero() {
             return Err(Error::Config("tick must be positive".to_owned()));
+        }
+        if self.runner_concurrency == 0 {
+            return Err(Error::Config(
+                "runner_concurrency must be at least 1".to_owned(),
+            ));
         }
         self.faults.validate()?;
         let mut ids = std::collections::HashSet::new();
@@ -432,6 +572,7 @@ impl SimConfig {
                     t.name
                 )));
             }
+            t.validate_runner()?;
             if let Some(id) = t.id
                 && (id == 0 || !ids.insert(id))
             {
@@ -633,9 +774,66 @@ faults:
     }
 
     #[test]
+    fn runner_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sim.yaml");
+        std::fs::write(
+            &file,
+            r#"
+runner_concurrency: 2
+runner_cancel_grace: 500ms
+templates:
+  - name: provision_vm
+    runner:
+      playbook: playbooks/provision.yml
+      ansible_playbook: /opt/venv/bin/ansible-playbook
+      extra_args: [-v]
+      env: {FOO: bar}
+      timeout: 10m
+"#,
+        )
+        .unwrap();
+        let config = SimConfig::from_file(&file).unwrap();
+        assert_eq!(config.runner_concurrency, 2);
+        assert_eq!(config.runner_cancel_grace, Duration::from_millis(500));
+        let r = config.templates[0].runner.as_ref().unwrap();
+        // Relative to the file; absolute paths stay.
+        assert_eq!(
+            r.playbook,
+            std::path::absolute(dir.path())
+                .unwrap()
+                .join("playbooks/provision.yml")
+        );
+        assert_eq!(
+            r.ansible_playbook.as_deref(),
+            Some(Path::new("/opt/venv/bin/ansible-playbook"))
+        );
+        assert_eq!(r.python, None);
+        assert_eq!(r.extra_args, ["-v"]);
+        assert_eq!(r.env["FOO"], "bar");
+        assert_eq!(r.timeout, Some(Duration::from_secs(600)));
+        assert_eq!(SimConfig::default().runner_concurrency, 4);
+        for bad in [
+            "runner_concurrency: 0",
+            "templates: [{name: a, runner: {playbook: ''}}]",
+            "templates: [{name: a, runner: {playbook: a.yml, colour: red}}]",
+        ] {
+            assert!(SimConfig::from_yaml_str(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn config_json_round_trip() {
         let config = SimConfig {
-            templates: vec![TemplateSpec::job("a").with_id(3)],
+            templates: vec![
+                TemplateSpec::job("a").with_id(3),
+                TemplateSpec::job("b").with_runner(
+                    RunnerSpec::new("/p.yml")
+                        .with_arg("-v")
+                        .with_env("A", "1")
+                        .with_timeout(Duration::from_secs(5)),
+                ),
+            ],
             ..SimConfig::default()
         };
         let json = serde_json::to_string(&config).unwrap();

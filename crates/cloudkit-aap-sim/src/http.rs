@@ -568,7 +568,13 @@ fn render_template(t: &Template, prefix: &str, sim: &Shared) -> Value {
             ("job_type", json!("run")),
             ("inventory", json!(1)),
             ("project", json!(1)),
-            ("playbook", json!("simulated.yml")),
+            (
+                "playbook",
+                json!(t.spec.runner.as_ref().map_or_else(
+                    || "simulated.yml".to_owned(),
+                    |r| crate::runner::RunState::new(r).playbook
+                )),
+            ),
             ("scm_branch", json!("")),
             ("forks", json!(0)),
             ("limit", json!("")),
@@ -989,6 +995,13 @@ async fn admin_add_template(State(sim): State<Sim>, body: Bytes) -> Response {
         Ok(s) => s,
         Err(e) => return json_response(400, json!({"error": e.to_string()})),
     };
+    if spec.runner.is_some() {
+        // The admin API has no authentication: it must not choose programs to run.
+        return json_response(
+            400,
+            json!({"error": "runner templates can only be configured when the simulator starts"}),
+        );
+    }
     match sim.add_template(spec) {
         Ok(id) => json_response(201, json!({"id": id})),
         Err(e) => json_response(400, json!({"error": e.to_string()})),

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 
 use crate::config::{Outcome, Phases, TemplateKind, secs_to_duration};
 use crate::playbook::{Step, Target};
+use crate::runner::RunState;
 
 /// AWX job statuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -245,11 +246,16 @@ pub(crate) struct Job {
     pub explanation: String,
     pub failure_message: Option<String>,
     pub effects: Option<Effects>,
+    /// Runner mode: the process decides the status, not the clock.
+    pub runner: Option<RunState>,
 }
 
 impl Job {
     /// Advances the life cycle to `now`.
     pub(crate) fn advance(&mut self, now: Instant) {
+        if self.runner.is_some() {
+            return;
+        }
         loop {
             let next = match self.status {
                 JobStatus::New | JobStatus::Pending => self.phase_since + self.phases.pending,
@@ -350,11 +356,64 @@ impl Job {
         !self.status.is_terminal()
     }
 
-    /// Requests a cancel; the job becomes `canceled` after `delay`.
+    /// Requests a cancel; the job becomes `canceled` after `delay`, or, in runner mode, once its
+    /// process has ended.
     pub(crate) fn request_cancel(&mut self, now: Instant, delay: Duration) {
+        if let Some(run) = &mut self.runner {
+            run.request_cancel();
+            return;
+        }
         if self.cancel_at.is_none() {
             self.cancel_at = Some(now + delay);
         }
+    }
+
+    /// Runner mode: a slot is free and the process is being prepared.
+    pub(crate) fn runner_preparing(&mut self, now: Instant) {
+        if matches!(self.status, JobStatus::New | JobStatus::Pending) {
+            self.status = JobStatus::Waiting;
+            self.phase_since = now;
+        }
+    }
+
+    /// Runner mode: the process was started.
+    pub(crate) fn runner_started(
+        &mut self,
+        now: Instant,
+        pid: Option<u32>,
+        args: Vec<String>,
+        cwd: String,
+    ) {
+        if self.status.is_terminal() {
+            return;
+        }
+        self.status = JobStatus::Running;
+        self.phase_since = now;
+        self.started = Some(now);
+        if let Some(run) = &mut self.runner {
+            run.pid = pid;
+            run.args = args;
+            run.cwd = cwd;
+        }
+    }
+
+    /// Runner mode: the process ended (or never started) with this result.
+    pub(crate) fn runner_finished(
+        &mut self,
+        status: JobStatus,
+        now: Instant,
+        traceback: String,
+        explanation: String,
+    ) {
+        if self.status.is_terminal() {
+            return;
+        }
+        self.traceback = traceback;
+        self.explanation = explanation;
+        if self.traceback.is_empty() && status.is_failed() && status != JobStatus::Canceled {
+            self.traceback = format!("ansible-playbook of job {} failed", self.id);
+        }
+        self.finish(status, now);
     }
 
     /// The side effect the ticker should run now, if any (marks it in flight).
@@ -507,7 +566,7 @@ impl Job {
                     ("job_type", json!("run")),
                     ("inventory", json!(1)),
                     ("project", json!(1)),
-                    ("playbook", json!("simulated.yml")),
+                    ("playbook", json!(self.playbook_name())),
                     ("scm_branch", json!("")),
                     ("forks", json!(0)),
                     ("limit", json!("")),
@@ -563,13 +622,30 @@ impl Job {
                 }
             }
         }
+        if let Some(run) = &self.runner {
+            obj.insert(
+                "job_args".into(),
+                Value::String(Value::from(run.args.clone()).to_string()),
+            );
+            obj.insert("job_cwd".into(), json!(run.cwd));
+        }
         obj.insert("related".into(), related);
         obj.insert("summary_fields".into(), summary);
         job
     }
 
-    /// A plain-text stand-in for the job's output.
+    /// The playbook shown in the job's `playbook` field.
+    fn playbook_name(&self) -> String {
+        self.runner
+            .as_ref()
+            .map_or_else(|| "simulated.yml".to_owned(), |r| r.playbook.clone())
+    }
+
+    /// The job's output: the captured output in runner mode, else a plain-text stand-in.
     pub(crate) fn stdout(&self) -> String {
+        if let Some(run) = &self.runner {
+            return run.output_text();
+        }
         let mut out = format!(
             "Identity added: simulated\n\nPLAY [{}] *********************************************\n",
             self.template_name
@@ -619,6 +695,7 @@ mod tests {
             explanation: String::new(),
             failure_message: None,
             effects: None,
+            runner: None,
         };
         (j, now)
     }

@@ -76,6 +76,7 @@ mod error;
 mod http;
 mod jobs;
 pub mod playbook;
+pub mod runner;
 mod serve;
 mod state;
 
@@ -88,8 +89,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use config::{
-    DEFAULT_AWX_VERSION, DEFAULT_ORGANIZATION, FAST_TIME_SCALE, Faults, Outcome, Phases,
-    PlaybookAction, SimConfig, TemplateKind, TemplateSpec, format_duration, parse_duration,
+    DEFAULT_AWX_VERSION, DEFAULT_ORGANIZATION, DEFAULT_RUNNER_CONCURRENCY, FAST_TIME_SCALE, Faults,
+    Outcome, Phases, PlaybookAction, RunnerSpec, SimConfig, TemplateKind, TemplateSpec,
+    format_duration, parse_duration,
 };
 pub use error::{Error, Result};
 pub use jobs::{
@@ -162,25 +164,46 @@ impl SimulatorBuilder {
         self
     }
 
-    /// Playbook mode with a client from this kubeconfig file.
+    /// Playbook mode with a client from this kubeconfig file; runner jobs get it as
+    /// `K8S_AUTH_KUBECONFIG`.
     pub fn kubeconfig(mut self, path: impl Into<PathBuf>) -> Self {
         self.kubeconfig = Some(path.into());
         self
     }
 
+    /// Runner mode: at most this many `ansible-playbook` processes at once (default
+    /// [`DEFAULT_RUNNER_CONCURRENCY`]).
+    pub fn runner_concurrency(mut self, n: usize) -> Self {
+        self.config.runner_concurrency = n;
+        self
+    }
+
+    /// Runner mode: how long a canceled job's process has after SIGINT before SIGKILL.
+    pub fn runner_cancel_grace(mut self, grace: std::time::Duration) -> Self {
+        self.config.runner_cancel_grace = grace;
+        self
+    }
+
     /// Builds the simulator (loads the kubeconfig, if any).
     pub async fn build(self) -> Result<Simulator> {
-        let kube = match (self.kube, self.kubeconfig) {
+        let kube = match (self.kube, &self.kubeconfig) {
             (Some(client), _) => Some(client),
             (None, Some(path)) => Some(playbook::KubeClient(
-                playbook::client_from_kubeconfig(&path)
+                playbook::client_from_kubeconfig(path)
                     .await
                     .map_err(Error::Kube)?,
             )),
             (None, None) => None,
         };
+        let kubeconfig = match self.kubeconfig {
+            Some(p) => Some(
+                std::path::absolute(&p)
+                    .map_err(|e| Error::io(format!("resolving {}", p.display()), e))?,
+            ),
+            None => None,
+        };
         Ok(Simulator {
-            shared: Arc::new(Shared::new(self.config, kube)?),
+            shared: Arc::new(Shared::new(self.config, kube, kubeconfig)?),
         })
     }
 
@@ -224,9 +247,14 @@ impl Simulator {
     }
 
     async fn serve_until(self, listener: TcpListener, shutdown: watch::Receiver<bool>) {
-        let ticker = tokio::spawn(ticker(Arc::clone(&self.shared), shutdown.clone()));
+        // Also stopped when this future is dropped, so that it does not keep the state alive.
+        let ticker = AbortOnDrop(tokio::spawn(ticker(
+            Arc::clone(&self.shared),
+            shutdown.clone(),
+        )));
         serve::serve(listener, self.router(), shutdown).await;
-        ticker.abort();
+        drop(ticker);
+        self.shared.runners.shutdown().await;
     }
 
     /// Binds `addr` and serves in a background task.
@@ -286,11 +314,35 @@ impl Simulator {
         self.shared.template_specs()
     }
 
+    /// Runner mode: the process id of a job's `ansible-playbook` once started (kept after it
+    /// ended), or `None`.
+    pub fn runner_pid(&self, id: u64) -> Option<u32> {
+        [TemplateKind::Job, TemplateKind::Workflow]
+            .into_iter()
+            .find_map(|kind| {
+                self.shared
+                    .with_job(kind, id, |job, _, _| {
+                        job.runner.as_ref().and_then(|r| r.pid)
+                    })
+                    .ok()
+                    .flatten()
+            })
+    }
+
     /// The status of a job or workflow job now, or `None` when unknown or purged.
     pub fn job_status(&self, id: u64) -> Option<JobStatus> {
         [TemplateKind::Job, TemplateKind::Workflow]
             .into_iter()
             .find_map(|kind| self.shared.with_job(kind, id, |job, _, _| job.status).ok())
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -1,6 +1,7 @@
 //! The simulator's state: templates, jobs, counters, the request log and the faults.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use crate::config::{
 use crate::error::{Error, Result};
 use crate::jobs::{Clock, Effects, Job, JobStatus, Overrides};
 use crate::playbook::{self, Step, Target};
+use crate::runner::{self, RunState, Runners};
 
 /// Extra var the operator puts in every launch to find a lost launch again; counted per value.
 pub const LAUNCH_KEY_VAR: &str = "cloudkit_launch_key";
@@ -82,6 +84,12 @@ pub struct Stats {
     pub injected_unauthorized: u64,
     /// Playbook side effects that failed.
     pub playbook_failures: u64,
+    /// Runner mode: `ansible-playbook` processes started so far.
+    pub runner_processes: u64,
+    /// Runner mode: processes running now.
+    pub runner_running: u64,
+    /// Runner mode: the most processes that ran at once.
+    pub runner_peak_running: u64,
 }
 
 #[derive(Debug, Default)]
@@ -128,10 +136,22 @@ pub(crate) struct Shared {
     pub faults: Mutex<FaultState>,
     pub log: Mutex<RequestLog>,
     pub kube: Option<playbook::KubeClient>,
+    pub runners: Arc<Runners>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The last handle is gone: no runner process may outlive it.
+        self.runners.kill_all();
+    }
 }
 
 impl Shared {
-    pub(crate) fn new(config: SimConfig, kube: Option<playbook::KubeClient>) -> Result<Self> {
+    pub(crate) fn new(
+        config: SimConfig,
+        kube: Option<playbook::KubeClient>,
+        kubeconfig: Option<PathBuf>,
+    ) -> Result<Self> {
         config.validate()?;
         let seed = config.seed.unwrap_or_else(|| rand::rng().random());
         let shared = Self {
@@ -155,6 +175,11 @@ impl Shared {
                 capacity: config.request_log_capacity,
             }),
             kube,
+            runners: Arc::new(Runners::new(
+                config.runner_concurrency,
+                config.runner_cancel_grace,
+                kubeconfig,
+            )),
         };
         for t in config.templates {
             shared.add_template(t)?;
@@ -162,11 +187,17 @@ impl Shared {
         Ok(shared)
     }
 
-    pub(crate) fn add_template(&self, spec: TemplateSpec) -> Result<u64> {
-        let mut inner = lock(&self.inner);
+    pub(crate) fn add_template(&self, mut spec: TemplateSpec) -> Result<u64> {
         if spec.name.is_empty() {
             return Err(Error::Config("a template has an empty name".to_owned()));
         }
+        spec.validate_runner()?;
+        if let Some(r) = &mut spec.runner {
+            let cwd = std::env::current_dir()
+                .map_err(|e| Error::io("reading the working directory", e))?;
+            r.resolve_paths(&cwd);
+        }
+        let mut inner = lock(&self.inner);
         if inner
             .templates
             .values()
@@ -284,7 +315,7 @@ impl Shared {
 
     /// Launches a template. `body` is the POSTed JSON object.
     pub(crate) fn launch(
-        &self,
+        self: &Arc<Self>,
         kind: TemplateKind,
         template_id: u64,
         body: &Map<String, Value>,
@@ -317,8 +348,22 @@ impl Shared {
                 ignored.insert(k.clone(), v.clone());
             }
         }
-        let overrides = Overrides::from_extra_vars(&applied)
-            .map_err(|msg| (400, json!({"extra_vars": [msg]})))?;
+        // Runner jobs follow their process; the overrides are only variables to them.
+        let overrides = if spec.runner.is_some() {
+            Overrides::default()
+        } else {
+            Overrides::from_extra_vars(&applied)
+                .map_err(|msg| (400, json!({"extra_vars": [msg]})))?
+        };
+        let runtime = match &spec.runner {
+            Some(_) => Some(tokio::runtime::Handle::try_current().map_err(|_| {
+                (
+                    500,
+                    json!({"detail": "runner mode needs a tokio runtime to start processes"}),
+                )
+            })?),
+            None => None,
+        };
 
         let base = Phases {
             pending: spec.pending.unwrap_or(self.default_phases.pending),
@@ -333,6 +378,7 @@ impl Shared {
         let outcome = overrides.outcome.unwrap_or(spec.outcome);
         let action = spec.effective_action();
         let effects = match (&self.kube, action) {
+            _ if spec.runner.is_some() => None,
             (Some(_), PlaybookAction::Provision | PlaybookAction::Deprovision) => {
                 Some(Effects::new(
                     Target::from_extra_vars(&applied),
@@ -363,10 +409,25 @@ impl Shared {
             explanation: String::new(),
             failure_message: overrides.message.filter(|_| outcome != Outcome::Successful),
             effects,
+            runner: spec.runner.as_ref().map(RunState::new),
         };
         if job.effects.is_some() {
             inner.effects_active.insert(id);
         }
+        // Queued under the lock: jobs get slots in the order of their ids.
+        let run = match (&spec.runner, &job.runner) {
+            (Some(r), Some(state)) => Some(runner::Launch {
+                job: id,
+                template_id,
+                template_name: spec.name.clone(),
+                spec: r.clone(),
+                vars: job.extra_vars.clone(),
+                cancel: Arc::clone(&state.cancel),
+                output: Arc::clone(&state.output),
+                ticket: self.runners.enqueue(id),
+            }),
+            _ => None,
+        };
         let mut answer = job.render(prefix, &self.clock);
         inner.jobs.insert(id, job);
 
@@ -381,6 +442,13 @@ impl Shared {
         }
         drop(inner);
         tracing::debug!(job = id, template = %template.spec.name, "launched");
+        if let (Some(run), Some(runtime)) = (run, runtime) {
+            runtime.spawn(runner::run(
+                Arc::downgrade(self),
+                Arc::clone(&self.runners),
+                run,
+            ));
+        }
 
         if let Some(obj) = answer.as_object_mut() {
             obj.insert(kind.job_type().into(), json!(id));
@@ -567,7 +635,7 @@ mod tests {
             ..SimConfig::default()
         };
         let decisions = |seed| {
-            let sim = Shared::new(config(seed), None).unwrap();
+            let sim = Shared::new(config(seed), None, None).unwrap();
             (0..64)
                 .map(|_| sim.decide_faults("/api/v2/jobs/"))
                 .collect::<Vec<_>>()
@@ -580,7 +648,7 @@ mod tests {
 
     #[test]
     fn template_ids_are_assigned_and_unique() {
-        let sim = Shared::new(SimConfig::default(), None).unwrap();
+        let sim = Shared::new(SimConfig::default(), None, None).unwrap();
         assert_eq!(
             sim.add_template(TemplateSpec::job("a").with_id(5)).unwrap(),
             5
