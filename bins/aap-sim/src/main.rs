@@ -11,7 +11,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use cloudkit_aap_sim::{Faults, SimConfig, Simulator, TemplateKind, TemplateSpec, parse_duration};
+use cloudkit_aap_sim::{
+    Faults, RunnerSpec, SimConfig, Simulator, TemplateKind, TemplateSpec, parse_duration,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -99,7 +101,26 @@ struct Args {
     #[arg(long, env = "AAP_SIM_SEED")]
     seed: Option<u64>,
 
-    /// Playbook mode: act on ComputeInstances in the cluster of this kubeconfig.
+    /// Runner mode: jobs of template NAME run PLAYBOOK with a real ansible-playbook, as
+    /// NAME=PLAYBOOK (repeat, or comma-separated in the env var). NAME must be a template.
+    #[arg(long = "runner", env = "AAP_SIM_RUNNERS", value_delimiter = ',')]
+    runners: Vec<String>,
+
+    /// The ansible-playbook of runners that name none (default: the one in $CLOUDKIT_PYTHON_VENV
+    /// or ~/.cache/cloudkit/venv, the venv of hack/python-venv.sh).
+    #[arg(long, env = "AAP_SIM_ANSIBLE_PLAYBOOK")]
+    ansible_playbook: Option<PathBuf>,
+
+    /// At most this many ansible-playbook processes at once (default 4); other jobs stay pending.
+    #[arg(long, env = "AAP_SIM_RUNNER_CONCURRENCY")]
+    runner_concurrency: Option<usize>,
+
+    /// How long a canceled runner job's process has after SIGINT before SIGKILL (default 2s).
+    #[arg(long, env = "AAP_SIM_RUNNER_CANCEL_GRACE", value_parser = parse_duration)]
+    runner_cancel_grace: Option<std::time::Duration>,
+
+    /// Playbook mode: act on ComputeInstances in the cluster of this kubeconfig. Runner jobs get
+    /// it as K8S_AUTH_KUBECONFIG.
     #[arg(long, env = "AAP_SIM_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
 
@@ -145,6 +166,32 @@ fn template_from_flag(text: &str) -> Result<TemplateSpec> {
     Ok(spec)
 }
 
+/// Applies `--runner NAME=PLAYBOOK` to the template named NAME.
+fn apply_runner_flag(config: &mut SimConfig, text: &str) -> Result<()> {
+    let Some((name, playbook)) = text.split_once('=') else {
+        bail!("--runner {text:?}: expected NAME=PLAYBOOK");
+    };
+    let (name, playbook) = (name.trim(), playbook.trim());
+    if name.is_empty() || playbook.is_empty() {
+        bail!("--runner {text:?}: expected NAME=PLAYBOOK");
+    }
+    let playbook = std::path::absolute(playbook)
+        .with_context(|| format!("--runner {text:?}: resolving {playbook}"))?;
+    let mut matching = config.templates.iter_mut().filter(|t| t.name == name);
+    let Some(template) = matching.next() else {
+        bail!("--runner {text:?}: no template is named {name:?} (add it with --template)");
+    };
+    if matching.next().is_some() {
+        bail!("--runner {text:?}: a job and a workflow template are both named {name:?}");
+    }
+    match &mut template.runner {
+        // Keep the file's other runner settings.
+        Some(runner) => runner.playbook = playbook,
+        None => template.runner = Some(RunnerSpec::new(playbook)),
+    }
+    Ok(())
+}
+
 fn config_from_args(args: &Args) -> Result<SimConfig> {
     let mut config = match &args.config {
         Some(path) => SimConfig::from_file(path)?,
@@ -164,6 +211,28 @@ fn config_from_args(args: &Args) -> Result<SimConfig> {
     }
     for t in &args.templates {
         config.templates.push(template_from_flag(t)?);
+    }
+    for r in &args.runners {
+        apply_runner_flag(&mut config, r)?;
+    }
+    if let Some(program) = &args.ansible_playbook {
+        let program = std::path::absolute(program)
+            .with_context(|| format!("--ansible-playbook {}", program.display()))?;
+        for runner in config
+            .templates
+            .iter_mut()
+            .filter_map(|t| t.runner.as_mut())
+        {
+            runner
+                .ansible_playbook
+                .get_or_insert_with(|| program.clone());
+        }
+    }
+    if let Some(n) = args.runner_concurrency {
+        config.runner_concurrency = n;
+    }
+    if let Some(grace) = args.runner_cancel_grace {
+        config.runner_cancel_grace = grace;
     }
     if args.fast {
         config.time_scale = cloudkit_aap_sim::FAST_TIME_SCALE;
@@ -212,6 +281,24 @@ fn config_from_args(args: &Args) -> Result<SimConfig> {
     Ok(config)
 }
 
+/// Says at start-up what would make runner jobs end in `error`; returns how many runners there
+/// are.
+fn warn_about_runners(config: &SimConfig) -> usize {
+    let mut n = 0;
+    for t in &config.templates {
+        let Some(runner) = &t.runner else { continue };
+        n += 1;
+        if !runner.playbook.is_file() {
+            tracing::warn!(template = %t.name, playbook = %runner.playbook.display(),
+                "the runner's playbook does not exist: its jobs will end in error");
+        }
+        if let Err(e) = cloudkit_aap_sim::runner::ansible_playbook(runner) {
+            tracing::warn!(template = %t.name, "{e}: its jobs will end in error");
+        }
+    }
+    n
+}
+
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -253,6 +340,7 @@ async fn main() -> Result<()> {
     }
     let config = config_from_args(&args)?;
     let templates = config.templates.len();
+    let runners = warn_about_runners(&config);
     let auth = !config.tokens.is_empty();
     let mut builder = Simulator::builder().config(config);
     if let Some(path) = &args.kubeconfig {
@@ -272,6 +360,7 @@ async fn main() -> Result<()> {
         %addr,
         templates,
         auth,
+        runners,
         playbook_mode = args.kubeconfig.is_some(),
         "AAP simulator serving /api/v2/, /api/controller/v2/ and /_sim/"
     );
@@ -340,5 +429,69 @@ mod tests {
         assert_eq!(c.phases.running, std::time::Duration::from_secs(7));
         let bad = Args::parse_from(["aap-sim", "--error-rate", "3"]);
         assert!(config_from_args(&bad).is_err());
+    }
+
+    #[test]
+    fn runner_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("sim.yaml");
+        std::fs::write(
+            &file,
+            "templates: [{name: a, runner: {playbook: a.yml, extra_args: [-v]}}, {name: b}]\n",
+        )
+        .unwrap();
+        let args = Args::parse_from([
+            "aap-sim",
+            "--config",
+            file.to_str().unwrap(),
+            "--template",
+            "c:workflow:9",
+            "--runner",
+            "a=/p/other.yml",
+            "--runner",
+            "c=rel/c.yml",
+            "--ansible-playbook",
+            "/venv/bin/ansible-playbook",
+            "--runner-concurrency",
+            "2",
+            "--runner-cancel-grace",
+            "500ms",
+        ]);
+        let c = config_from_args(&args).unwrap();
+        let runner = |name: &str| {
+            c.templates
+                .iter()
+                .find(|t| t.name == name)
+                .unwrap()
+                .runner
+                .clone()
+        };
+        let a = runner("a").unwrap();
+        assert_eq!(a.playbook, PathBuf::from("/p/other.yml"));
+        assert_eq!(a.extra_args, ["-v"], "the file's settings stay");
+        assert_eq!(
+            a.ansible_playbook,
+            Some(PathBuf::from("/venv/bin/ansible-playbook"))
+        );
+        assert_eq!(runner("b"), None);
+        let c9 = runner("c").unwrap();
+        assert_eq!(
+            c9.playbook,
+            std::env::current_dir().unwrap().join("rel/c.yml")
+        );
+        assert_eq!(c.runner_concurrency, 2);
+        assert_eq!(c.runner_cancel_grace, std::time::Duration::from_millis(500));
+        for bad in ["x=/p.yml", "a", "=p.yml", "a="] {
+            let args = Args::parse_from([
+                "aap-sim",
+                "--config",
+                file.to_str().unwrap(),
+                "--runner",
+                bad,
+            ]);
+            assert!(config_from_args(&args).is_err(), "{bad}");
+        }
+        let zero = Args::parse_from(["aap-sim", "--runner-concurrency", "0"]);
+        assert!(config_from_args(&zero).is_err());
     }
 }

@@ -109,3 +109,153 @@ fn bad_flags_are_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `pid` of every process whose command line contains `marker`.
+fn pids_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let state = stat[stat.rfind(')')? + 2..].chars().next()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (state != 'Z' && cmdline.contains(marker)).then_some(pid)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn runner_jobs_and_their_processes_end_with_the_server() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let playbook = dir.path().join("play.yml");
+    std::fs::write(&playbook, "- hosts: localhost\n  tasks: []\n").unwrap();
+    // Stands in for ansible-playbook: prints its arguments, and sleeps when asked to (with a
+    // child in a session of its own, as Ansible's workers are).
+    let program = dir.path().join("ansible-playbook");
+    std::fs::write(
+        &program,
+        "#!/bin/sh\necho \"args: $*\"\n\
+         for a in \"$@\"; do case $a in @*) vars=${a#@};; esac; done\n\
+         if grep -q sleep_please \"$vars\"; then setsid sleep 389 & sleep 389; fi\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_aap-sim"))
+            .args(["--template", "play:job:5"])
+            .arg("--runner")
+            .arg(format!("play={}", playbook.display()))
+            .arg("--ansible-playbook")
+            .arg(&program)
+            .args(["--runner-concurrency", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let url = first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let launch = |vars: serde_json::Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let a: serde_json::Value = http
+                .post(format!("{url}/api/v2/job_templates/5/launch/"))
+                .json(&serde_json::json!({ "extra_vars": vars }))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            a["id"].as_u64().unwrap()
+        }
+    };
+    let job = |id: u64| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let j: serde_json::Value = http
+                .get(format!("{url}/api/v2/jobs/{id}/"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            j
+        }
+    };
+    let wait = |id: u64, want: &'static str| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let j = job(id).await;
+            if j["status"] == want {
+                return j;
+            }
+            assert!(std::time::Instant::now() < deadline, "{j}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+
+    let quick = launch(serde_json::json!({"x": 1})).await;
+    let j = wait(quick, "successful").await;
+    assert_eq!(j["playbook"], "play.yml");
+    let out = http
+        .get(format!("{url}/api/v2/jobs/{quick}/stdout/?format=txt"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        out.contains("args: -i") && out.contains(&playbook.display().to_string()),
+        "{out}"
+    );
+
+    let slow = launch(serde_json::json!({"sleep_please": true})).await;
+    wait(slow, "running").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pids_with("sleep 389").len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stand-in never slept"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            assert!(exit.success(), "{exit:?}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        pids_with("sleep 389"),
+        Vec::<u32>::new(),
+        "orphans left behind"
+    );
+}
