@@ -70,6 +70,70 @@
 //! `status.desiredConfigVersion`; a deprovision job removes the finalizer before it succeeds. A
 //! job does not report its terminal status before its side effects are done; a failed side effect
 //! fails the job with the error in `result_traceback`.
+//!
+//! # Runner mode
+//! A template with a [`RunnerSpec`] ([`TemplateSpec::with_runner`], `runner:` in the
+//! configuration file, `aap-sim --runner NAME=PLAYBOOK`) runs its playbook with a real
+//! `ansible-playbook` for every job instead of following simulated phases:
+//!
+//! ```no_run
+//! # use cloudkit_aap_sim::{RunnerSpec, Simulator, TemplateSpec};
+//! # async fn example() -> Result<(), cloudkit_aap_sim::Error> {
+//! let handle = Simulator::builder()
+//!     .kubeconfig("/tmp/kubeconfig") // the playbook's K8S_AUTH_KUBECONFIG
+//!     .runner_concurrency(2)
+//!     .template(TemplateSpec::job("provision_vm").with_runner(
+//!         RunnerSpec::new("examples/automation/provision.yml").with_arg("-v"),
+//!     ))
+//!     .spawn("127.0.0.1:0".parse().unwrap())
+//!     .await?;
+//! # handle.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! - **Command**: `ansible-playbook -i <dir>/inventory -e {"ansible_python_interpreter": ...}
+//!   -e @<dir>/extra_vars.json <extra_args> <playbook>`, run in a temporary directory of the
+//!   job's own (removed before the job reports its end). The vars file holds the *applied*
+//!   extra vars, so `ansible_eda.event.payload` reaches the playbook exactly as AWX passes it,
+//!   plus AWX's job variables (`awx_job_id`, `awx_job_template_id`, `awx_job_template_name`,
+//!   `awx_user_name`, ..., and their `tower_` twins; the launch's variables win). The inventory
+//!   holds `localhost ansible_connection=local` (none is written when `extra_args` has `-i`).
+//!   The program defaults to `<venv>/bin/ansible-playbook` with the venv of
+//!   `hack/python-venv.sh` ([`runner::default_venv`]: `$CLOUDKIT_PYTHON_VENV`, else
+//!   `~/.cache/cloudkit/venv`), the interpreter to the `python` next to the program (interpreter
+//!   discovery can pick a broken pyenv shim).
+//! - **Environment**: the simulator's, plus `ANSIBLE_STDOUT_CALLBACK=default`,
+//!   `ANSIBLE_NOCOLOR=1`, `ANSIBLE_FORCE_COLOR=0`, `PYTHONUNBUFFERED=1`, `ANSIBLE_LOCAL_TEMP`
+//!   in the job's directory, `JOB_ID`, and `K8S_AUTH_KUBECONFIG` when the simulator has a
+//!   kubeconfig ([`SimulatorBuilder::kubeconfig`]); [`RunnerSpec::env`] wins.
+//! - **Status**: `pending` while the job waits for one of [`SimConfig::runner_concurrency`]
+//!   slots (default 4; slots go in launch order), `waiting` while its files are written,
+//!   `running` once the process is spawned (`started`), then `successful` on exit 0, `failed`
+//!   on another exit (or a signal, or [`RunnerSpec::timeout`], with job explanation `Job
+//!   terminated due to timeout`), `canceled` after a cancel, `error` when it cannot start (the
+//!   playbook or `ansible-playbook` does not exist, spawning failed; the reason is in
+//!   `job_explanation` and `result_traceback`). The `result_traceback` of a failed job runs from
+//!   the last error line Ansible printed (`fatal:`, `[ERROR]`, ...) to the end, else it is the
+//!   last 20 lines of output. `finished` is set once the process and its descendants are gone.
+//! - **Output**: `GET jobs/<id>/stdout/` answers the captured stdout and stderr (the last
+//!   4 MiB); the job shows its `playbook`, `job_args` and `job_cwd`.
+//!   [`Simulator::runner_pid`] gives the process id; [`Stats`] counts processes started, running
+//!   and the most that ran at once.
+//! - **Cancel**: `ansible-playbook` starts as the leader of a process group of its own. A cancel
+//!   sends SIGINT to that group (Ansible stops its workers and exits, like on Ctrl-C), then
+//!   SIGKILL after [`SimConfig::runner_cancel_grace`] (default 2 s). Ansible's workers start
+//!   sessions of their own, so the simulator follows the process tree (`/proc`) and signals
+//!   their groups as well.
+//! - **No orphans**: when the server stops ([`SimHandle::shutdown`], dropping the [`SimHandle`],
+//!   the end of [`Simulator::serve`]) running processes get SIGTERM, then SIGKILL after the
+//!   grace period, and their jobs end as `error`; queued jobs end as `error` without starting.
+//!   When the last [`Simulator`] clone is dropped, or the runtime drops a job's task, the
+//!   processes get SIGKILL at once. Only a simulator killed with SIGKILL leaves them running.
+//! - Phases, the outcome, the playbook-mode action and the per-job `sim_*` overrides do not
+//!   apply to runner templates (the overrides are plain variables to the playbook). Runner
+//!   templates cannot be added through `POST /_sim/templates`, which has no authentication.
+//!   Runner mode needs Linux (process groups and `/proc`).
 
 mod config;
 mod error;
