@@ -477,6 +477,67 @@ async fn concurrency_is_bounded() {
     h.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_jobs_cancel_without_starting_and_timeouts_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = script(dir.path(), "ansible-playbook", "echo working\nsleep 307");
+    let h = spawn(
+        Simulator::builder()
+            .runner_concurrency(1)
+            .runner_cancel_grace(Duration::from_millis(500))
+            .template(TemplateSpec::job("slow").with_runner(scripted(&program)))
+            .template(
+                TemplateSpec::job("bounded")
+                    .with_runner(scripted(&program).with_timeout(Duration::from_millis(300))),
+            ),
+    )
+    .await;
+    let c = Client::new(&h);
+    let running = launch(&c, 1, json!({})).await;
+    let queued = launch(&c, 1, json!({})).await;
+    wait_status(&c, running, "running").await;
+    let a = c
+        .post(&format!("/api/v2/jobs/{queued}/cancel/"), &json!({}))
+        .await;
+    assert_eq!(a.status, 202);
+    let (seen, job) = follow(&c, queued, Duration::from_secs(5)).await;
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("canceled"),
+        "{seen:?}"
+    );
+    assert!(job["started"].is_null(), "{job}");
+    assert_eq!(h.simulator().runner_pid(queued), None);
+    assert_eq!(
+        h.simulator().job_status(running),
+        Some(JobStatus::Running),
+        "the running job is not disturbed"
+    );
+    let a = c
+        .post(&format!("/api/v2/jobs/{running}/cancel/"), &json!({}))
+        .await;
+    assert_eq!(a.status, 202);
+    let (_, job) = follow(&c, running, Duration::from_secs(5)).await;
+    assert_eq!(job["status"], "canceled", "{job}");
+
+    // The slot is free again; this job runs into its timeout.
+    let bounded = launch(&c, 2, json!({})).await;
+    let (_, job) = follow(&c, bounded, Duration::from_secs(5)).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["job_explanation"], "Job terminated due to timeout");
+    assert!(
+        job["result_traceback"]
+            .as_str()
+            .unwrap()
+            .contains("working"),
+        "{job}"
+    );
+    let ran = ts(&job["finished"]).duration_since(ts(&job["started"]));
+    assert!(ran >= jiff::SignedDuration::from_millis(300), "{ran:?}");
+    assert_eq!(h.simulator().stats().runner_processes, 2);
+    h.shutdown().await;
+}
+
 /// A stand-in that leaves a process in a session of its own, as Ansible's workers do.
 fn stubborn(dir: &Path, marker: &str) -> PathBuf {
     script(
