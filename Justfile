@@ -48,3 +48,8 @@ testenv: testenv-install
 # Stop the API server started by `just testenv`.
 testenv-down:
     cargo run -q -p cloudkit-testenv --bin testenv -- --down
+
+# End-to-end benchmarks on a real API server (about 15 minutes); `just bench --quick` for a smoke
+# run. A full run rewrites the numbers in docs/performance.md and docs/bench.svg.
+bench *args:
+    hack/bench.sh {{args}}

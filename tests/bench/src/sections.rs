@@ -1,0 +1,706 @@
+//! The six sections of the benchmark. Each starts a fresh API server so one cannot disturb
+//! another.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use cloudkit_api::{ComputeInstance, ProviderKind};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+
+use crate::cluster::{Cluster, ci_name};
+use crate::lifecycle::{self, CLIENT_CONCURRENCY, Floor, FloorPlan, Lifecycle, deadline};
+use crate::operator::{Operator, Options};
+use crate::probe::{self, Memory};
+use crate::sim::{Sim, Speed};
+use crate::tracker::Tracker;
+
+#[derive(Debug)]
+pub struct Config {
+    pub bin: PathBuf,
+    pub quick: bool,
+    pub sizes: Vec<usize>,
+    pub poll_interval: String,
+    pub floor_concurrency: usize,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    pub memory_gib: f64,
+    pub load_start: f64,
+    pub load_end: f64,
+    pub started: String,
+    pub duration_secs: f64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Results {
+    pub machine: Machine,
+    pub quick: bool,
+    pub poll_interval: String,
+    pub floor_concurrency: usize,
+    pub lifecycles: Vec<Lifecycle>,
+    pub floors: Vec<(FloorPlan, Floor)>,
+    pub eda: Option<Lifecycle>,
+    pub memory: Option<MemoryResult>,
+    pub restart: Option<Restart>,
+    pub load: Option<Load>,
+    pub latency: Option<Latency>,
+}
+
+/// The best rates of each side at one N.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Best {
+    pub n: usize,
+    pub runs: usize,
+    pub operator_provision: f64,
+    pub operator_delete: f64,
+    pub floor_provision: f64,
+    pub floor_delete: f64,
+    pub operator_hwm_mib: f64,
+}
+
+impl Results {
+    pub fn best(&self) -> Vec<Best> {
+        let mut sizes: Vec<usize> = self.floors.iter().map(|(_, f)| f.n).collect();
+        sizes.dedup();
+        let max = |v: Vec<f64>| v.into_iter().fold(0.0, f64::max);
+        sizes
+            .into_iter()
+            .map(|n| {
+                let ops: Vec<&Lifecycle> = self.lifecycles.iter().filter(|l| l.n == n).collect();
+                let fls: Vec<&Floor> = self
+                    .floors
+                    .iter()
+                    .map(|(_, f)| f)
+                    .filter(|f| f.n == n)
+                    .collect();
+                Best {
+                    n,
+                    runs: ops.len(),
+                    operator_provision: max(ops.iter().map(|l| l.provision_rate()).collect()),
+                    operator_delete: max(ops.iter().map(|l| l.delete_rate()).collect()),
+                    floor_provision: max(fls.iter().map(|f| f.provision_rate()).collect()),
+                    floor_delete: max(fls.iter().map(|f| f.delete_rate()).collect()),
+                    operator_hwm_mib: max(
+                        ops.iter().map(|l| l.operator_memory.hwm_mib()).collect(),
+                    ),
+                }
+            })
+            .collect()
+    }
+}
+
+pub async fn run(config: &Config, want: impl Fn(u8) -> bool) -> anyhow::Result<Results> {
+    let started = Instant::now();
+    let mut results = Results {
+        machine: Machine {
+            cpus: probe::cpus(),
+            memory_gib: total_memory_gib(),
+            load_start: probe::loadavg(),
+            started: Timestamp::now().strftime("%Y-%m-%d %H:%M UTC").to_string(),
+            ..Machine::default()
+        },
+        quick: config.quick,
+        poll_interval: config.poll_interval.clone(),
+        floor_concurrency: config.floor_concurrency,
+        ..Results::default()
+    };
+    if want(1) || want(2) {
+        let sizes = if want(1) {
+            config.sizes.clone()
+        } else {
+            vec![config.sizes.iter().copied().min().unwrap_or(100)]
+        };
+        let reps = if config.quick || !want(1) { 1 } else { 2 };
+        for &n in &sizes {
+            // Operator and floor alternate, so a burst of outside load hits one pair, not one
+            // side; the report keeps the best of each side.
+            for rep in 1..=reps {
+                eprintln!("[1] lifecycle of {n} CIs, operator (aap), run {rep}");
+                let run = lifecycle::run_operator(
+                    &config.bin,
+                    n,
+                    ProviderKind::Aap,
+                    &config.poll_interval,
+                )
+                .await?;
+                eprintln!(
+                    "    provision {:.1} CI/s, delete {:.1} CI/s",
+                    run.provision_rate(),
+                    run.delete_rate()
+                );
+                if want(1) {
+                    let plan = FloorPlan::from_run(&run);
+                    eprintln!("[1] lifecycle of {n} CIs, API floor, run {rep}");
+                    let floor = lifecycle::run_floor(n, plan, config.floor_concurrency).await?;
+                    eprintln!(
+                        "    provision {:.1} CI/s, delete {:.1} CI/s",
+                        floor.provision_rate(),
+                        floor.delete_rate()
+                    );
+                    results.floors.push((plan, floor));
+                }
+                results.lifecycles.push(run);
+            }
+        }
+    }
+    if want(2) {
+        let n = if config.quick {
+            100
+        } else {
+            config
+                .sizes
+                .iter()
+                .copied()
+                .filter(|n| *n <= 500)
+                .max()
+                .unwrap_or(100)
+        };
+        eprintln!("[2] lifecycle of {n} CIs, operator (eda)");
+        let run = lifecycle::run_operator(&config.bin, n, ProviderKind::Eda, &config.poll_interval)
+            .await?;
+        eprintln!(
+            "    provision {:.1} CI/s, delete {:.1} CI/s",
+            run.provision_rate(),
+            run.delete_rate()
+        );
+        results.eda = Some(run);
+    }
+    if want(3) {
+        eprintln!("[3] memory");
+        results.memory = Some(memory(config).await?);
+    }
+    if want(4) {
+        eprintln!("[4] restart");
+        results.restart = Some(restart(config).await?);
+    }
+    if want(5) {
+        eprintln!("[5] provider load");
+        results.load = Some(load(config).await?);
+    }
+    if want(6) {
+        eprintln!("[6] create-to-launch latency");
+        results.latency = Some(latency(config).await?);
+    }
+    results.machine.load_end = probe::loadavg();
+    results.machine.duration_secs = started.elapsed().as_secs_f64();
+    Ok(results)
+}
+
+fn total_memory_gib() -> f64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0 / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Creates `range` through the operator and waits until they are Running.
+async fn provision_through_operator(
+    api: &Api<ComputeInstance>,
+    tracker: &Tracker,
+    operator: &Operator,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<()> {
+    let want = range.end;
+    lifecycle::create_all(api, range, CLIENT_CONCURRENCY).await?;
+    tracker
+        .wait("every CI Running", deadline(want), |c| c.running >= want)
+        .await
+        .with_context(|| format!("operator log:\n{}", operator.log_tail()))?;
+    Ok(())
+}
+
+/// Waits until the operator has made at least `n` reconcile passes; returns when it saw that.
+async fn wait_reconciles(
+    operator: &Operator,
+    n: usize,
+    timeout: Duration,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let count = operator.counter("cloudkit_reconciles_total").await?;
+        if count >= n as f64 {
+            return Ok(Instant::now());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the operator made {count} of {n} reconcile passes in {timeout:?}; log:\n{}",
+                operator.log_tail()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Waits until the CI's provision job is terminal and nothing has changed for a second: the
+/// operator is done with it.
+async fn wait_settled(api: &Api<ComputeInstance>, name: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    loop {
+        let ci = api.get(name).await?;
+        let done = ci
+            .status
+            .as_ref()
+            .is_some_and(|s| !s.jobs.is_empty() && s.jobs.iter().all(|j| j.is_terminal()));
+        let rv = ci.resource_version().unwrap_or_default();
+        if done && rv == last {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not settle: {:?}", ci.status);
+        }
+        last = rv;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Copies of a Running CI the operator produced, with their own names and uids: what the API
+/// server holds after the operator provisioned them. Two writes each (create with finalizers and
+/// annotation, then status).
+async fn seed(
+    api: &Api<ComputeInstance>,
+    template: &ComputeInstance,
+    range: std::ops::Range<usize>,
+) -> anyhow::Result<()> {
+    let template_uid = template.uid().unwrap_or_default();
+    futures::stream::iter(range)
+        .map(|i| {
+            let template_uid = template_uid.clone();
+            async move {
+                let mut ci = ComputeInstance::new(&ci_name(i), template.spec.clone());
+                ci.metadata.finalizers = template.metadata.finalizers.clone();
+                ci.metadata.annotations = template.metadata.annotations.clone();
+                ci.metadata.labels = template.metadata.labels.clone();
+                let created = api.create(&PostParams::default(), &ci).await?;
+                let uid = created.uid().unwrap_or_default();
+                let mut status = template.status.clone().unwrap_or_default();
+                for job in &mut status.jobs {
+                    if let Some(key) = &mut job.launch_key {
+                        *key = key.replace(&template_uid, &uid);
+                    }
+                }
+                api.patch_status(
+                    &ci_name(i),
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({ "status": status })),
+                )
+                .await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(CLIENT_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await
+        .map(drop)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Memory
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MemoryPoint {
+    pub cis: usize,
+    pub label: String,
+    pub memory: Memory,
+    pub threads: u64,
+    /// Seconds from the process start until every CI was reconciled once.
+    pub caught_up_secs: f64,
+    /// Status writes the operator made (0 expected: the CIs are Running).
+    pub status_writes: f64,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct MemoryResult {
+    pub points: Vec<MemoryPoint>,
+    /// Size of one Running CI as the operator caches it (JSON, without managedFields).
+    pub ci_json_bytes: usize,
+    /// Same CI with its managedFields, as the API server sends it.
+    pub ci_json_bytes_with_managed_fields: usize,
+}
+
+async fn memory(config: &Config) -> anyhow::Result<MemoryResult> {
+    let cluster = Cluster::start("memory").await?;
+    let sim = Sim::start(&cluster, Speed::Fast).await?;
+    let api = cluster.cis(&cluster.client);
+    let tracker = Tracker::start(api.clone()).await?;
+    let options = Options::aap(sim.api_url(), &config.poll_interval);
+    let mut result = MemoryResult::default();
+
+    let op = Operator::spawn(&config.bin, &cluster, &options).await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    result.points.push(MemoryPoint {
+        cis: 0,
+        label: "idle".into(),
+        memory: op.memory()?,
+        threads: probe::threads(op.pid),
+        ..MemoryPoint::default()
+    });
+    // One CI through the real operator: the model for the others.
+    provision_through_operator(&api, &tracker, &op, 0..1).await?;
+    wait_settled(&api, &ci_name(0)).await?;
+    op.stop().await?;
+    let template = api.get(&ci_name(0)).await?;
+    result.ci_json_bytes_with_managed_fields = serde_json::to_vec(&template)?.len();
+    let mut bare = template.clone();
+    bare.managed_fields_mut().clear();
+    result.ci_json_bytes = serde_json::to_vec(&bare)?.len();
+
+    let sizes: &[usize] = if config.quick { &[200] } else { &[1000, 5000] };
+    let mut have = 1;
+    for &n in sizes {
+        eprintln!("    seeding {} Running CIs", n - have);
+        seed(&api, &template, have..n).await?;
+        have = n;
+        let mut variants = vec![("default".to_string(), Vec::new())];
+        if n == *sizes.last().unwrap_or(&n) {
+            // The same run with glibc limited to two malloc arenas, to tell allocator overhead
+            // from live data.
+            variants.push((
+                "MALLOC_ARENA_MAX=2".to_string(),
+                vec![("MALLOC_ARENA_MAX".to_string(), "2".to_string())],
+            ));
+        }
+        for (label, env) in variants {
+            let options = Options {
+                env,
+                ..options.clone()
+            };
+            let op = Operator::spawn(&config.bin, &cluster, &options).await?;
+            let caught = wait_reconciles(&op, n, Duration::from_secs(120)).await?;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let point = MemoryPoint {
+                cis: n,
+                label,
+                memory: op.memory()?,
+                threads: probe::threads(op.pid),
+                caught_up_secs: (caught - op.spawned).as_secs_f64(),
+                status_writes: op.counter("cloudkit_status_writes_total").await?,
+            };
+            eprintln!(
+                "    {n} CIs ({}): VmHWM {:.1} MiB, VmRSS {:.1} MiB",
+                point.label,
+                point.memory.hwm_mib(),
+                point.memory.rss_mib()
+            );
+            result.points.push(point);
+            op.stop().await?;
+        }
+    }
+    Ok(result)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Restart
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Restart {
+    pub cis: usize,
+    /// From spawning the process until its reconcile counter reached the number of CIs.
+    pub caught_up_secs: f64,
+    /// From spawning the process until /readyz answered.
+    pub ready_secs: f64,
+    pub launches: u64,
+    pub provider_requests: usize,
+    pub status_writes: f64,
+    /// Writes on ComputeInstances and events the API server saw while the new process ran.
+    pub apiserver_writes: f64,
+    pub reconciles: f64,
+    pub memory: Memory,
+}
+
+async fn restart(config: &Config) -> anyhow::Result<Restart> {
+    let n = if config.quick { 100 } else { 1000 };
+    let cluster = Cluster::start("restart").await?;
+    let sim = Sim::start(&cluster, Speed::Fast).await?;
+    let api = cluster.cis(&cluster.client);
+    let tracker = Tracker::start(api.clone()).await?;
+    let options = Options::aap(sim.api_url(), &config.poll_interval);
+    let first = Operator::spawn(&config.bin, &cluster, &options).await?;
+    provision_through_operator(&api, &tracker, &first, 0..n).await?;
+    // Let the last writes of the automation and the operator land.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.stop().await?;
+
+    let launches = sim.launches();
+    let requests = sim.tap.seen().len();
+    let writes = cluster.apiserver_writes().await?;
+    let op = Operator::spawn(&config.bin, &cluster, &options).await?;
+    let ready = op.spawned.elapsed();
+    let caught = wait_reconciles(&op, n, Duration::from_secs(60)).await?;
+    // Longer than a poll interval: any poll or write would show.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let restart = Restart {
+        cis: n,
+        caught_up_secs: (caught - op.spawned).as_secs_f64(),
+        ready_secs: ready.as_secs_f64(),
+        launches: sim.launches() - launches,
+        provider_requests: sim.tap.seen().len() - requests,
+        status_writes: op.counter("cloudkit_status_writes_total").await?,
+        apiserver_writes: cluster.apiserver_writes().await?.since(&writes).total(),
+        reconciles: op.counter("cloudkit_reconciles_total").await?,
+        memory: op.memory()?,
+    };
+    op.stop().await?;
+    Ok(restart)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Provider load
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Load {
+    pub jobs: usize,
+    pub poll_interval_secs: f64,
+    pub concurrency: usize,
+    /// Seconds from the first create until every CI had a job id.
+    pub launch_secs: f64,
+    /// Job polls per second during the observation window (from the simulator's request log).
+    pub per_second: Vec<u64>,
+    pub expected_per_second: f64,
+    /// Most requests in flight at the simulator at once: during the launches and in the window.
+    pub max_in_flight_launching: i64,
+    pub max_in_flight_polling: i64,
+    /// Most polls in any 100 ms slice of the window.
+    pub max_per_100ms: u64,
+    /// Status writes during the window (the job states do not change: 0 expected).
+    pub status_writes_in_window: f64,
+    pub operator_cpu_in_window: f64,
+    pub memory: Memory,
+}
+
+async fn load(config: &Config) -> anyhow::Result<Load> {
+    let (n, poll, intervals) = if config.quick {
+        (200, 2.0, 3)
+    } else {
+        (1000, 5.0, 6)
+    };
+    let cluster = Cluster::start("load").await?;
+    let sim = Sim::start(&cluster, Speed::LongRunning).await?;
+    let api = cluster.cis(&cluster.client);
+    let tracker = Tracker::start(api.clone()).await?;
+    let options = Options::aap(sim.api_url(), &format!("{poll}s"));
+    let op = Operator::spawn(&config.bin, &cluster, &options).await?;
+    let t0 = Instant::now();
+    lifecycle::create_all(&api, 0..n, CLIENT_CONCURRENCY).await?;
+    let launched = tracker
+        .wait("every CI launched", deadline(n), |c| c.launched >= n)
+        .await
+        .with_context(|| format!("operator log:\n{}", op.log_tail()))?;
+    let launch_secs = (launched.at - t0).as_secs_f64();
+    let max_in_flight_launching = sim.tap.max_in_flight();
+    // One interval for the first polls to spread out, then the window.
+    tokio::time::sleep(Duration::from_secs_f64(poll)).await;
+    sim.tap.reset_max_in_flight();
+    let writes0 = op.counter("cloudkit_status_writes_total").await?;
+    let cpu0 = op.cpu_seconds();
+    let start = Timestamp::now();
+    tokio::time::sleep(Duration::from_secs_f64(poll * f64::from(intervals))).await;
+    let end = Timestamp::now();
+    let status_writes_in_window = op.counter("cloudkit_status_writes_total").await? - writes0;
+    let operator_cpu_in_window = op.cpu_seconds() - cpu0;
+    let max_in_flight_polling = sim.tap.max_in_flight();
+    let memory = op.memory()?;
+    op.stop().await?;
+
+    let polls: Vec<Timestamp> = sim
+        .handle
+        .simulator()
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET" && r.path.contains("/jobs/"))
+        .filter_map(|r| r.timestamp.parse::<Timestamp>().ok())
+        .filter(|t| *t >= start && *t < end)
+        .collect();
+    let seconds = (end.as_second() - start.as_second()).max(1) as usize;
+    let mut per_second = vec![0u64; seconds];
+    let mut per_100ms = vec![0u64; seconds * 10 + 10];
+    for t in &polls {
+        let since = t.duration_since(start).as_secs_f64();
+        if let Some(slot) = per_second.get_mut(since as usize) {
+            *slot += 1;
+        }
+        if let Some(slot) = per_100ms.get_mut((since * 10.0) as usize) {
+            *slot += 1;
+        }
+    }
+    Ok(Load {
+        jobs: n,
+        poll_interval_secs: poll,
+        concurrency: 16,
+        launch_secs,
+        per_second,
+        expected_per_second: n as f64 / poll,
+        max_in_flight_launching,
+        max_in_flight_polling,
+        max_per_100ms: per_100ms.into_iter().max().unwrap_or(0),
+        status_writes_in_window,
+        operator_cpu_in_window,
+        memory,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Create-to-launch latency
+
+/// One CI's way from its create call to its launch, in milliseconds after the create returned
+/// (the create itself: from its start). The finalizer and intent times are when the watch showed
+/// them.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LatencySample {
+    pub create_call: f64,
+    pub finalizer: f64,
+    pub intent: f64,
+    pub launch: f64,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LatencyRun {
+    pub label: String,
+    pub rounds: Vec<Vec<LatencySample>>,
+}
+
+impl LatencyRun {
+    pub fn all(&self) -> Vec<LatencySample> {
+        self.rounds.iter().flatten().copied().collect()
+    }
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Latency {
+    pub per_round: usize,
+    pub runs: Vec<LatencyRun>,
+}
+
+async fn latency_round(
+    api: &Api<ComputeInstance>,
+    tracker: &Tracker,
+    sim: &Sim,
+    range: std::ops::Range<usize>,
+    running: bool,
+) -> anyhow::Result<Vec<LatencySample>> {
+    let created = lifecycle::create_all(api, range.clone(), range.len()).await?;
+    let end = range.end;
+    if running {
+        tracker
+            .wait("every CI Running", deadline(range.len()), |c| {
+                c.running >= end
+            })
+            .await?;
+    } else {
+        tracker
+            .wait("every CI launched", deadline(range.len()), |c| {
+                c.launched >= end
+            })
+            .await?;
+    }
+    let seen = sim.tap.seen();
+    let mut samples = Vec::new();
+    for (name, start, returned) in created {
+        let launch = seen
+            .iter()
+            .filter(|s| s.ci.as_deref() == Some(name.as_str()))
+            .map(|s| s.start)
+            .min()
+            .with_context(|| format!("no launch seen for {name}"))?;
+        let m = tracker.milestones(&name);
+        let after = |t: Option<Instant>| t.map(|t| signed_ms(t, returned)).unwrap_or(f64::NAN);
+        samples.push(LatencySample {
+            create_call: signed_ms(returned, start),
+            finalizer: after(m.finalizer),
+            intent: after(m.intent),
+            launch: signed_ms(launch, returned),
+        });
+    }
+    let launches: Vec<f64> = samples.iter().map(|s| s.launch).collect();
+    eprintln!(
+        "    p50 {:.1} ms, p99 {:.1} ms",
+        probe::quantile(&launches, 0.5),
+        probe::quantile(&launches, 0.99)
+    );
+    Ok(samples)
+}
+
+async fn latency(config: &Config) -> anyhow::Result<Latency> {
+    let (per_round, rounds) = (100, if config.quick { 1 } else { 3 });
+    let cluster = Cluster::start("latency").await?;
+    let sim = Sim::start(&cluster, Speed::Fast).await?;
+    let api = cluster.cis(&cluster.client);
+    let tracker = Tracker::start(api.clone()).await?;
+    let mut result = Latency {
+        per_round,
+        runs: Vec::new(),
+    };
+    let mut next = 0;
+    let mut variants = vec![("operator".to_string(), Vec::new())];
+    if !config.quick {
+        variants.push((
+            "operator, CLOUDKIT_MAX_CONCURRENT_RECONCILES=64".to_string(),
+            vec![(
+                "CLOUDKIT_MAX_CONCURRENT_RECONCILES".to_string(),
+                "64".to_string(),
+            )],
+        ));
+    }
+    for (label, env) in variants {
+        let options = Options {
+            env,
+            ..Options::aap(sim.api_url(), &config.poll_interval)
+        };
+        let op = Operator::spawn(&config.bin, &cluster, &options).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut run = LatencyRun {
+            label,
+            rounds: Vec::new(),
+        };
+        for _ in 0..rounds {
+            let range = next..next + per_round;
+            next += per_round;
+            eprintln!("    {}: {} concurrent creates", run.label, per_round);
+            let samples = latency_round(&api, &tracker, &sim, range, true)
+                .await
+                .with_context(|| format!("operator log:\n{}", op.log_tail()))?;
+            run.rounds.push(samples);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        op.stop().await?;
+        result.runs.push(run);
+    }
+    // The floor: no operator, a minimal launcher on the same API server and simulator.
+    let launcher = crate::minimal::Launcher::start(api.clone(), sim.api_url(), 16).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut run = LatencyRun {
+        label: "minimal launcher (floor), 16 at a time".to_string(),
+        rounds: Vec::new(),
+    };
+    for _ in 0..rounds {
+        let range = next..next + per_round;
+        next += per_round;
+        eprintln!("    {}: {} concurrent creates", run.label, per_round);
+        run.rounds
+            .push(latency_round(&api, &tracker, &sim, range, false).await?);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    drop(launcher);
+    result.runs.push(run);
+    Ok(result)
+}
+
+/// `a - b` in milliseconds, negative when `a` is earlier.
+fn signed_ms(a: Instant, b: Instant) -> f64 {
+    if a >= b {
+        (a - b).as_secs_f64() * 1000.0
+    } else {
+        -((b - a).as_secs_f64() * 1000.0)
+    }
+}
