@@ -12,7 +12,7 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cloudkit_aap_sim::{Phases, SimHandle, Simulator, TemplateSpec};
+use cloudkit_aap_sim::{RunnerSpec, SimHandle, Simulator, TemplateSpec};
 use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobStatus, JobType};
 use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::rbac::v1::{
@@ -803,20 +803,23 @@ pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
 // ---------------------------------------------------------------------------------------------
 // The AWX simulator (for AAP)
 
-/// The simulator in this process, in playbook mode on the test API server (it does to the CIs
-/// what the playbooks do).
+/// The simulator in this process in runner mode: each AAP job runs the real
+/// `examples/automation` playbook with `ansible-playbook` against the test API server, as an AWX
+/// job would.
 pub async fn simulator() -> SimHandle {
-    let phases = Phases::new(
-        Duration::from_millis(200),
-        Duration::from_millis(200),
-        Duration::from_millis(600),
-    );
+    let examples = workspace_root().join("examples/automation");
     Simulator::builder()
         .token(SIM_TOKEN)
         .seed(11)
-        .template(TemplateSpec::job(PROVISION_TEMPLATE).with_phases(phases))
-        .template(TemplateSpec::job(DEPROVISION_TEMPLATE).with_phases(phases))
-        .kube_client(env().admin_client().await)
+        .template(
+            TemplateSpec::job(PROVISION_TEMPLATE)
+                .with_runner(RunnerSpec::new(examples.join("provision.yml"))),
+        )
+        .template(
+            TemplateSpec::job(DEPROVISION_TEMPLATE)
+                .with_runner(RunnerSpec::new(examples.join("deprovision.yml"))),
+        )
+        .kubeconfig(env().kubeconfig_path())
         .spawn("127.0.0.1:0".parse().unwrap())
         .await
         .expect("the simulator starts")
