@@ -620,6 +620,8 @@ pub struct OperatorConfig {
     /// Configure the EDA webhooks of the shared rulebook.
     pub eda: bool,
     pub leader_elect: bool,
+    /// More environment variables (they win over the harness's defaults).
+    pub env: Vec<(String, String)>,
 }
 
 impl OperatorConfig {
@@ -631,6 +633,7 @@ impl OperatorConfig {
             aap_url: None,
             eda: true,
             leader_elect: true,
+            env: Vec::new(),
         }
     }
 
@@ -642,7 +645,14 @@ impl OperatorConfig {
             aap_url: Some(sim.api_url()),
             eda: false,
             leader_elect: true,
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable of the process (for example `CLOUDKIT_MAX_JOB_HISTORY`).
+    pub fn with_env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
+        self
     }
 }
 
@@ -692,6 +702,9 @@ impl OperatorProc {
             )
             .env("CLOUDKIT_EDA_TOKEN", WEBHOOK_TOKEN)
             .env("CLOUDKIT_EDA_HMAC_SECRET", WEBHOOK_HMAC_SECRET);
+        }
+        for (name, value) in &config.env {
+            cmd.env(name, value);
         }
         if config.leader_elect {
             cmd.arg("--leader-elect")
@@ -823,6 +836,69 @@ pub async fn simulator() -> SimHandle {
         .spawn("127.0.0.1:0".parse().unwrap())
         .await
         .expect("the simulator starts")
+}
+
+/// `GET {api_url}/<path>` at the simulator, as the operator authenticates; the JSON answer.
+pub async fn sim_get(sim: &SimHandle, path: &str) -> serde_json::Value {
+    let url = format!("{}/{path}", sim.api_url());
+    reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(SIM_TOKEN)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+/// A job as the simulator reports it (`GET v2/jobs/<id>/`).
+pub async fn sim_job(sim: &SimHandle, id: &str) -> serde_json::Value {
+    sim_get(sim, &format!("v2/jobs/{id}/")).await
+}
+
+/// Every job the simulator knows, oldest first.
+pub async fn sim_jobs(sim: &SimHandle) -> Vec<serde_json::Value> {
+    let page = sim_get(sim, "v2/jobs/?page_size=200").await;
+    let mut jobs = page["results"].as_array().cloned().unwrap_or_default();
+    jobs.sort_by_key(|j| j["id"].as_u64());
+    jobs
+}
+
+/// The captured output of a job's ansible-playbook run.
+pub async fn sim_stdout(sim: &SimHandle, id: &str) -> String {
+    let url = format!("{}/v2/jobs/{id}/stdout/?format=txt", sim.api_url());
+    reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(SIM_TOKEN)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_default()
+}
+
+/// The `status.desiredConfigVersion` of the CI a job was launched with (its extra vars carry the
+/// CI as `ansible_eda.event.payload`).
+pub fn launched_config_version(job: &serde_json::Value) -> Option<String> {
+    let vars: serde_json::Value = match &job["extra_vars"] {
+        serde_json::Value::String(text) => serde_json::from_str(text).ok()?,
+        other => other.clone(),
+    };
+    vars["ansible_eda"]["event"]["payload"]["status"]["desiredConfigVersion"]
+        .as_str()
+        .map(str::to_string)
+}
+
+/// A simulator timestamp (`created`, `started`, `finished`).
+pub fn sim_time(job: &serde_json::Value, field: &str) -> jiff::Timestamp {
+    job[field]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("job {} has no {field} timestamp: {job}", job["id"]))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1083,6 +1159,52 @@ impl Scene {
             .collect()
     }
 
+    /// A JSON merge patch on the CI, as a user would apply it (metadata or spec).
+    pub async fn merge_patch(&self, namespace: &str, name: &str, patch: serde_json::Value) {
+        self.api_in(namespace)
+            .patch(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("patching {namespace}/{name} with {patch}: {e}"));
+    }
+
+    /// Records every version of the CI the API server sends on a watch, from now on, so that a
+    /// test can check something of each persisted state rather than of a sample.
+    pub async fn record(&self, namespace: &str, name: &str) -> Recorder {
+        let api = self.api_in(namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut stream = watcher(api, config).boxed();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let sink = std::sync::Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(watcher::Event::InitApply(ci) | watcher::Event::Apply(ci))) => {
+                        sink.lock().unwrap_or_else(|e| e.into_inner()).push(ci);
+                    }
+                    Ok(Some(watcher::Event::InitDone)) => {
+                        if let Some(tx) = ready.take() {
+                            let _ = tx.send(());
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => return,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(START_DEADLINE, ready_rx)
+            .await
+            .unwrap_or_else(|_| panic!("the watch on {namespace}/{name} did not start"))
+            .ok();
+        Recorder { seen, task }
+    }
+
     pub fn assert_no_forbidden(&self) {
         for op in &self.operators {
             op.assert_no_forbidden();
@@ -1129,4 +1251,40 @@ pub fn spec_with_parameters(parameters: serde_json::Value) -> ComputeInstanceSpe
     let mut spec = ComputeInstanceSpec::for_template("e2e_template");
     spec.template_parameters = Some(parameters.to_string());
     spec
+}
+
+/// Every version of one CI seen on a watch (see [`Scene::record`]); stops watching when dropped.
+pub struct Recorder {
+    seen: std::sync::Arc<Mutex<Vec<ComputeInstance>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    /// The versions seen so far, oldest first.
+    pub fn seen(&self) -> Vec<ComputeInstance> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The CI's condition of this type.
+pub fn condition(
+    ci: &ComputeInstance,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    ci.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .cloned()
+}
+
+pub fn finalizers(ci: &ComputeInstance) -> Vec<String> {
+    ci.metadata.finalizers.clone().unwrap_or_default()
 }
