@@ -196,6 +196,33 @@ impl Cluster {
         Ok(writes_from_samples(&self.apiserver_metrics().await?))
     }
 
+    /// Reads of ComputeInstances (GET and LIST; watches excluded) the API server answered.
+    pub async fn apiserver_reads(&self) -> anyhow::Result<f64> {
+        Ok(self
+            .apiserver_metrics()
+            .await?
+            .iter()
+            .filter(|s| s.name == "apiserver_request_total")
+            .filter(|s| s.labels.get("resource").map(String::as_str) == Some("computeinstances"))
+            .filter(|s| {
+                matches!(
+                    s.labels.get("verb").map(String::as_str),
+                    Some("GET" | "LIST")
+                )
+            })
+            .map(|s| s.value)
+            .sum())
+    }
+
+    /// Another namespace in this API server.
+    pub async fn extra_namespace(&self, prefix: &str) -> anyhow::Result<String> {
+        Ok(self.env.try_namespace(prefix).await?)
+    }
+
+    pub fn cis_in(&self, namespace: &str) -> Api<ComputeInstance> {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
     /// Write counters answered with 409 Conflict.
     pub async fn apiserver_conflicts(&self) -> anyhow::Result<f64> {
         Ok(self

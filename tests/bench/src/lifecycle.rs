@@ -111,6 +111,9 @@ pub struct Lifecycle {
     pub delete_cpu: Cpu,
     /// Writes the API server refused with 409 Conflict (included in the counts).
     pub conflicts: f64,
+    /// GETs and LISTs of ComputeInstances (all clients) per half.
+    pub provision_reads: f64,
+    pub delete_reads: f64,
     /// Launches at the AAP simulator (0 with EDA).
     pub launches: u64,
     pub max_launches_per_key: u64,
@@ -240,6 +243,7 @@ pub async fn run_operator(
         },
         poll_interval: poll_interval.to_string(),
         env: Vec::new(),
+        namespace: None,
     };
     let operator = Operator::spawn(bin, &cluster, &options).await?;
     let user = WriteCounter::shared();
@@ -255,6 +259,7 @@ pub async fn run_operator(
     let u0 = user.snapshot();
     let m0 = automation.writes();
     let conflicts0 = cluster.apiserver_conflicts().await?;
+    let r0 = cluster.apiserver_reads().await?;
     let cpu = CpuMark::now(&cluster, Some(operator.pid));
     let t0 = Instant::now();
     create_all(&api, 0..n, CLIENT_CONCURRENCY).await?;
@@ -271,6 +276,7 @@ pub async fn run_operator(
     let u1 = user.snapshot();
     let m1 = automation.writes();
     let provision = Breakdown::new(a1.since(&a0), u1.since(&u0), m1.since(&m0));
+    let r1 = cluster.apiserver_reads().await?;
 
     let cpu = CpuMark::now(&cluster, Some(operator.pid));
     let t1 = Instant::now();
@@ -287,6 +293,7 @@ pub async fn run_operator(
     let m2 = automation.writes();
     let delete = Breakdown::new(a2.since(&a1), u2.since(&u1), m2.since(&m1));
     let conflicts = cluster.apiserver_conflicts().await? - conflicts0;
+    let r2 = cluster.apiserver_reads().await?;
 
     if traced.is_some() {
         eprintln!("watch events of {}:", traced.as_deref().unwrap_or_default());
@@ -313,6 +320,9 @@ pub async fn run_operator(
         provision_cpu,
         delete_cpu,
         conflicts,
+        // Each scrape of /metrics is no CI read; the counters only count the clients.
+        provision_reads: r1 - r0,
+        delete_reads: r2 - r1,
         launches,
         max_launches_per_key,
         operator_status_writes,

@@ -33,6 +33,8 @@ pub struct Options {
     pub poll_interval: String,
     /// Extra environment (for example allocator settings).
     pub env: Vec<(String, String)>,
+    /// The namespace to watch; the cluster's own when absent.
+    pub namespace: Option<String>,
 }
 
 impl Options {
@@ -41,6 +43,7 @@ impl Options {
             provider: Provider::Aap { url: url.into() },
             poll_interval: poll_interval.into(),
             env: Vec::new(),
+            namespace: None,
         }
     }
 }
@@ -67,7 +70,10 @@ impl Operator {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("KUBECONFIG", cluster.env.kubeconfig_path())
-            .env("CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE", &cluster.namespace)
+            .env(
+                "CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE",
+                options.namespace.as_deref().unwrap_or(&cluster.namespace),
+            )
             .env("CLOUDKIT_AAP_STATUS_POLL_INTERVAL", &options.poll_interval)
             .env("CLOUDKIT_HTTP_ADDRESS", "127.0.0.1:0")
             .env("CLOUDKIT_LOG_FORMAT", "json")

@@ -86,9 +86,10 @@ impl Results {
                     operator_delete: max(ops.iter().map(|l| l.delete_rate()).collect()),
                     floor_provision: max(fls.iter().map(|f| f.provision_rate()).collect()),
                     floor_delete: max(fls.iter().map(|f| f.delete_rate()).collect()),
-                    operator_hwm_mib: max(
-                        ops.iter().map(|l| l.operator_memory.hwm_mib()).collect(),
-                    ),
+                    operator_hwm_mib: max(ops
+                        .iter()
+                        .map(|l| l.operator_memory.hwm_mib())
+                        .collect()),
                 }
             })
             .collect()
@@ -499,8 +500,8 @@ async fn load(config: &Config) -> anyhow::Result<Load> {
         .with_context(|| format!("operator log:\n{}", op.log_tail()))?;
     let launch_secs = (launched.at - t0).as_secs_f64();
     let max_in_flight_launching = sim.tap.max_in_flight();
-    // One interval for the first polls to spread out, then the window.
-    tokio::time::sleep(Duration::from_secs_f64(poll)).await;
+    // Two intervals for every job's first poll (which sees it leave `pending`), then the window.
+    tokio::time::sleep(Duration::from_secs_f64(2.0 * poll)).await;
     sim.tap.reset_max_in_flight();
     let writes0 = op.counter("cloudkit_status_writes_total").await?;
     let cpu0 = op.cpu_seconds();
@@ -587,10 +588,12 @@ async fn latency_round(
     tracker: &Tracker,
     sim: &Sim,
     range: std::ops::Range<usize>,
+    already: usize,
     running: bool,
 ) -> anyhow::Result<Vec<LatencySample>> {
     let created = lifecycle::create_all(api, range.clone(), range.len()).await?;
-    let end = range.end;
+    // The namespace's counts: CIs of earlier rounds plus this one.
+    let end = already + range.len();
     if running {
         tracker
             .wait("every CI Running", deadline(range.len()), |c| {
@@ -631,17 +634,19 @@ async fn latency_round(
     Ok(samples)
 }
 
+/// One contender of section 6, in a namespace of its own.
+struct Arm {
+    run: LatencyRun,
+    api: Api<ComputeInstance>,
+    tracker: Tracker,
+    operator: Option<Operator>,
+    _launcher: Option<crate::minimal::Launcher>,
+}
+
 async fn latency(config: &Config) -> anyhow::Result<Latency> {
     let (per_round, rounds) = (100, if config.quick { 1 } else { 3 });
     let cluster = Cluster::start("latency").await?;
     let sim = Sim::start(&cluster, Speed::Fast).await?;
-    let api = cluster.cis(&cluster.client);
-    let tracker = Tracker::start(api.clone()).await?;
-    let mut result = Latency {
-        per_round,
-        runs: Vec::new(),
-    };
-    let mut next = 0;
     let mut variants = vec![("operator".to_string(), Vec::new())];
     if !config.quick {
         variants.push((
@@ -652,47 +657,79 @@ async fn latency(config: &Config) -> anyhow::Result<Latency> {
             )],
         ));
     }
+    let mut arms = Vec::new();
     for (label, env) in variants {
+        let namespace = cluster.extra_namespace("latency-op").await?;
+        let api = cluster.cis_in(&namespace);
         let options = Options {
             env,
+            namespace: Some(namespace),
             ..Options::aap(sim.api_url(), &config.poll_interval)
         };
-        let op = Operator::spawn(&config.bin, &cluster, &options).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let mut run = LatencyRun {
-            label,
+        let operator = Operator::spawn(&config.bin, &cluster, &options).await?;
+        arms.push(Arm {
+            run: LatencyRun {
+                label,
+                rounds: Vec::new(),
+            },
+            tracker: Tracker::start(api.clone()).await?,
+            api,
+            operator: Some(operator),
+            _launcher: None,
+        });
+    }
+    // The floor: a minimal launcher on the same API server and simulator.
+    let namespace = cluster.extra_namespace("latency-floor").await?;
+    let api = cluster.cis_in(&namespace);
+    arms.push(Arm {
+        run: LatencyRun {
+            label: "minimal launcher (floor), 16 at a time".to_string(),
             rounds: Vec::new(),
-        };
-        for _ in 0..rounds {
+        },
+        tracker: Tracker::start(api.clone()).await?,
+        _launcher: Some(crate::minimal::Launcher::start(api.clone(), sim.api_url(), 16).await?),
+        api,
+        operator: None,
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Rounds alternate between the contenders, so load from outside hits them alike. Names are
+    // unique across namespaces: the simulator's tap matches launches by name.
+    let mut next = 0;
+    for _ in 0..rounds {
+        for arm in &mut arms {
             let range = next..next + per_round;
             next += per_round;
-            eprintln!("    {}: {} concurrent creates", run.label, per_round);
-            let samples = latency_round(&api, &tracker, &sim, range, true)
-                .await
-                .with_context(|| format!("operator log:\n{}", op.log_tail()))?;
-            run.rounds.push(samples);
+            eprintln!("    {}: {} concurrent creates", arm.run.label, per_round);
+            let already = arm.run.rounds.iter().map(Vec::len).sum();
+            let samples = latency_round(
+                &arm.api,
+                &arm.tracker,
+                &sim,
+                range,
+                already,
+                arm.operator.is_some(),
+            )
+            .await
+            .with_context(|| {
+                arm.operator
+                    .as_ref()
+                    .map(|o| format!("operator log:\n{}", o.log_tail()))
+                    .unwrap_or_default()
+            })?;
+            arm.run.rounds.push(samples);
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
-        op.stop().await?;
-        result.runs.push(run);
     }
-    // The floor: no operator, a minimal launcher on the same API server and simulator.
-    let launcher = crate::minimal::Launcher::start(api.clone(), sim.api_url(), 16).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let mut run = LatencyRun {
-        label: "minimal launcher (floor), 16 at a time".to_string(),
-        rounds: Vec::new(),
+    let mut result = Latency {
+        per_round,
+        runs: Vec::new(),
     };
-    for _ in 0..rounds {
-        let range = next..next + per_round;
-        next += per_round;
-        eprintln!("    {}: {} concurrent creates", run.label, per_round);
-        run.rounds
-            .push(latency_round(&api, &tracker, &sim, range, false).await?);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    for arm in arms {
+        if let Some(op) = arm.operator {
+            op.stop().await?;
+        }
+        result.runs.push(arm.run);
     }
-    drop(launcher);
-    result.runs.push(run);
     Ok(result)
 }
 

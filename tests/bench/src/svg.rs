@@ -295,7 +295,10 @@ pub fn render(r: &Results) -> String {
             name: "VmHWM, lifecycle of N at once".into(),
             color: "#9467bd",
             dashed: false,
-            points: best.iter().map(|b| (b.n as f64, b.operator_hwm_mib)).collect(),
+            points: best
+                .iter()
+                .map(|b| (b.n as f64, b.operator_hwm_mib))
+                .collect(),
         });
     }
     if !memory_series.is_empty() {
