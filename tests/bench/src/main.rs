@@ -48,6 +48,20 @@ struct Args {
     /// CIs the API floor works on at once.
     #[arg(long, default_value_t = 32)]
     floor_concurrency: usize,
+    /// Another build of the operator whose memory section 3 also measures (idle and with the
+    /// most CIs), e.g. one built with other release-profile settings.
+    #[arg(long)]
+    alt_operator: Option<PathBuf>,
+    /// How the report names --alt-operator.
+    #[arg(long, default_value = "alternative build")]
+    alt_label: String,
+    /// Internal (section 3): list the CIs of this namespace into a reflector store as the
+    /// operator does, print the memory it took as JSON and exit.
+    #[arg(long, hide = true)]
+    cache_probe: Option<String>,
+    /// Internal: with --cache-probe, keep managedFields (the operator drops them).
+    #[arg(long, hide = true)]
+    keep_managed_fields: bool,
     /// Where results.json, report.md and bench.svg go.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
@@ -59,6 +73,9 @@ struct Args {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(namespace) = &args.cache_probe {
+        return sections::cache_probe(namespace, args.keep_managed_fields).await;
+    }
     let bin = args
         .operator
         .clone()
@@ -84,6 +101,8 @@ async fn main() -> anyhow::Result<()> {
         sizes,
         poll_interval: args.poll_interval.clone(),
         floor_concurrency: args.floor_concurrency,
+        alt_operator: args.alt_operator.clone(),
+        alt_label: args.alt_label.clone(),
     };
     let results = sections::run(&config, want).await?;
 

@@ -309,6 +309,24 @@ pub fn markdown(r: &Results) -> String {
         );
     }
 
+    if let Some(mem) = &r.memory {
+        for c in &mem.cache {
+            let _ = writeln!(
+                out,
+                "Reflector store alone ({} CIs, {} managedFields, in a process that does \
+                 nothing else): {:.1} MiB of anonymous memory, {:.2} KiB per CI.\n",
+                c.objects,
+                if c.managed_fields_kept {
+                    "keeping"
+                } else {
+                    "without (as the operator)"
+                },
+                c.anon_mib(),
+                c.per_ci_kib()
+            );
+        }
+    }
+
     if let Some(rs) = &r.restart {
         let _ = writeln!(
             out,

@@ -25,6 +25,9 @@ pub struct Config {
     pub sizes: Vec<usize>,
     pub poll_interval: String,
     pub floor_concurrency: usize,
+    /// Another build of the operator to compare in the memory section.
+    pub alt_operator: Option<PathBuf>,
+    pub alt_label: String,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -321,13 +324,130 @@ pub struct MemoryPoint {
     pub status_writes: f64,
 }
 
+/// What a reflector store of the CIs costs on its own, in a process that does nothing else.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CacheProbe {
+    pub objects: usize,
+    pub managed_fields_kept: bool,
+    pub anon_before_kib: u64,
+    pub anon_after_kib: u64,
+    pub hwm_kib: u64,
+}
+
+impl CacheProbe {
+    pub fn anon_mib(&self) -> f64 {
+        (self.anon_after_kib.saturating_sub(self.anon_before_kib)) as f64 / 1024.0
+    }
+    pub fn per_ci_kib(&self) -> f64 {
+        self.anon_after_kib.saturating_sub(self.anon_before_kib) as f64 / self.objects.max(1) as f64
+    }
+}
+
+/// The `--cache-probe` mode: the operator's watcher and reflector (same configuration, same
+/// managedFields trimming) over `namespace`, and nothing else.
+pub async fn cache_probe(namespace: &str, keep_managed_fields: bool) -> anyhow::Result<()> {
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let pid = std::process::id();
+    let client = kube::Client::try_default().await?;
+    let api: Api<ComputeInstance> = Api::namespaced(client, namespace);
+    // The connection, TLS session and client buffers exist before the measurement starts.
+    api.list(&kube::api::ListParams::default().limit(1)).await?;
+    let before = probe::memory(pid)?;
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default().any_semantic())
+        .modify(move |ci: &mut ComputeInstance| {
+            if !keep_managed_fields {
+                ci.managed_fields_mut().clear();
+            }
+        })
+        .reflect(writer)
+        .touched_objects();
+    let task = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+    reader.wait_until_ready().await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = probe::memory(pid)?;
+    let result = CacheProbe {
+        objects: reader.len(),
+        managed_fields_kept: keep_managed_fields,
+        anon_before_kib: before.anon_kib,
+        anon_after_kib: after.anon_kib,
+        hwm_kib: after.hwm_kib,
+    };
+    task.abort();
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+async fn run_cache_probe(
+    cluster: &Cluster,
+    keep_managed_fields: bool,
+) -> anyhow::Result<CacheProbe> {
+    let exe = std::env::current_exe()?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.env("KUBECONFIG", cluster.env.kubeconfig_path())
+        .arg("--cache-probe")
+        .arg(&cluster.namespace);
+    if keep_managed_fields {
+        cmd.arg("--keep-managed-fields");
+    }
+    let out = cmd.output().await?;
+    if !out.status.success() {
+        bail!(
+            "cache probe failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct MemoryResult {
     pub points: Vec<MemoryPoint>,
+    /// The reflector store alone with the most CIs: as the operator keeps it, and with
+    /// managedFields.
+    pub cache: Vec<CacheProbe>,
     /// Size of one Running CI as the operator caches it (JSON, without managedFields).
     pub ci_json_bytes: usize,
     /// Same CI with its managedFields, as the API server sends it.
     pub ci_json_bytes_with_managed_fields: usize,
+}
+
+/// An operator process to measure: which binary, with which environment.
+struct Variant {
+    label: String,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Variant {
+    fn new(label: &str, bin: &std::path::Path) -> Variant {
+        Variant {
+            label: label.to_string(),
+            bin: bin.to_path_buf(),
+            env: Vec::new(),
+        }
+    }
+}
+
+const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
+
+/// The same binary with other allocator settings, to tell allocator overhead from live data; and
+/// the alternative build, when given.
+fn allocator_variants(config: &Config) -> Vec<Variant> {
+    let mut out = vec![Variant {
+        env: vec![("MALLOC_ARENA_MAX".into(), "2".into())],
+        ..Variant::new("MALLOC_ARENA_MAX=2", &config.bin)
+    }];
+    if std::path::Path::new(JEMALLOC).exists() {
+        out.push(Variant {
+            env: vec![("LD_PRELOAD".into(), JEMALLOC.into())],
+            ..Variant::new("jemalloc 5.3 (LD_PRELOAD)", &config.bin)
+        });
+    }
+    if let Some(alt) = &config.alt_operator {
+        out.push(Variant::new(&config.alt_label, alt));
+    }
+    out
 }
 
 async fn memory(config: &Config) -> anyhow::Result<MemoryResult> {
@@ -338,6 +458,18 @@ async fn memory(config: &Config) -> anyhow::Result<MemoryResult> {
     let options = Options::aap(sim.api_url(), &config.poll_interval);
     let mut result = MemoryResult::default();
 
+    if let Some(alt) = &config.alt_operator {
+        let op = Operator::spawn(alt, &cluster, &options).await?;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        result.points.push(MemoryPoint {
+            cis: 0,
+            label: format!("idle, {}", config.alt_label),
+            memory: op.memory()?,
+            threads: probe::threads(op.pid),
+            ..MemoryPoint::default()
+        });
+        op.stop().await?;
+    }
     let op = Operator::spawn(&config.bin, &cluster, &options).await?;
     tokio::time::sleep(Duration::from_secs(5)).await;
     result.points.push(MemoryPoint {
@@ -363,21 +495,17 @@ async fn memory(config: &Config) -> anyhow::Result<MemoryResult> {
         eprintln!("    seeding {} Running CIs", n - have);
         seed(&api, &template, have..n).await?;
         have = n;
-        let mut variants = vec![("default".to_string(), Vec::new())];
+        let mut variants = vec![Variant::new("default", &config.bin)];
         if n == *sizes.last().unwrap_or(&n) {
-            // The same run with glibc limited to two malloc arenas, to tell allocator overhead
-            // from live data.
-            variants.push((
-                "MALLOC_ARENA_MAX=2".to_string(),
-                vec![("MALLOC_ARENA_MAX".to_string(), "2".to_string())],
-            ));
+            variants.extend(allocator_variants(config));
         }
-        for (label, env) in variants {
+        for variant in variants {
             let options = Options {
-                env,
+                env: variant.env,
                 ..options.clone()
             };
-            let op = Operator::spawn(&config.bin, &cluster, &options).await?;
+            let label = variant.label;
+            let op = Operator::spawn(&variant.bin, &cluster, &options).await?;
             let caught = wait_reconciles(&op, n, Duration::from_secs(120)).await?;
             tokio::time::sleep(Duration::from_secs(5)).await;
             let point = MemoryPoint {
@@ -397,6 +525,9 @@ async fn memory(config: &Config) -> anyhow::Result<MemoryResult> {
             result.points.push(point);
             op.stop().await?;
         }
+    }
+    for keep in [false, true] {
+        result.cache.push(run_cache_probe(&cluster, keep).await?);
     }
     Ok(result)
 }
