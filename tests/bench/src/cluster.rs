@@ -27,6 +27,12 @@ pub enum Target {
 }
 
 impl Target {
+    fn from_label(label: &str) -> Option<Target> {
+        [Target::Object, Target::Status, Target::Event]
+            .into_iter()
+            .find(|t| t.label() == label)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Target::Object => "computeinstances",
@@ -39,6 +45,27 @@ impl Target {
 /// Counts of writes by (verb, target).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Writes(pub BTreeMap<(String, Target), f64>);
+
+impl<'de> serde::Deserialize<'de> for Writes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let map = BTreeMap::<String, f64>::deserialize(d)?;
+        let mut out = Writes::default();
+        for (key, v) in map {
+            let parsed = key
+                .split_once(' ')
+                .and_then(|(verb, t)| Some((verb.to_string(), Target::from_label(t)?)));
+            match parsed {
+                Some(k) => {
+                    out.0.insert(k, v);
+                }
+                None => {
+                    return Err(serde::de::Error::custom(format!("bad write key {key:?}")));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
 
 impl serde::Serialize for Writes {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -322,6 +349,20 @@ mod tests {
             Some(Target::Event)
         );
         assert_eq!(classify("/api/v1/namespaces"), None);
+    }
+
+    #[test]
+    fn writes_survive_json() {
+        let mut w = Writes::default();
+        w.0.insert(("PATCH".into(), Target::Status), 3.0);
+        w.0.insert(("POST".into(), Target::Event), 2.0);
+        let text = serde_json::to_string(&w).unwrap();
+        assert_eq!(
+            text,
+            r#"{"PATCH computeinstances/status":3.0,"POST events":2.0}"#
+        );
+        assert_eq!(serde_json::from_str::<Writes>(&text).unwrap(), w);
+        assert!(serde_json::from_str::<Writes>(r#"{"PATCH pods":1.0}"#).is_err());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::tracker::Tracker;
 pub const CLIENT_CONCURRENCY: usize = 32;
 
 /// Writes of one half of a lifecycle, by writer.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Breakdown {
     /// Everything the API server counted.
     pub apiserver: Writes,
@@ -54,7 +54,7 @@ impl Breakdown {
 }
 
 /// CPU seconds used by each process during one half.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Cpu {
     pub operator: f64,
     pub apiserver: f64,
@@ -99,7 +99,7 @@ impl CpuMark {
 }
 
 /// One lifecycle run of the operator.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Lifecycle {
     pub n: usize,
     pub provider: String,
@@ -135,7 +135,7 @@ impl Lifecycle {
 }
 
 /// One run of the API floor.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Floor {
     pub n: usize,
     pub concurrency: usize,
@@ -349,7 +349,7 @@ async fn settle(cluster: &Cluster) -> anyhow::Result<()> {
 
 /// The writes per CI the floor makes, from the operator's run: every write the API server saw
 /// in each half (user, automation and operator alike).
-#[derive(Clone, Copy, Debug, serde::Serialize)]
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FloorPlan {
     /// Totals over all CIs (the floor spreads them evenly, the remainder on the first CIs).
     pub provision_object_patches: usize,

@@ -55,6 +55,10 @@ struct Args {
     /// How the report names --alt-operator.
     #[arg(long, default_value = "alternative build")]
     alt_label: String,
+    /// Write report.md and bench.svg (and with --write-docs the docs) from an earlier run's
+    /// results.json instead of running.
+    #[arg(long)]
+    render: Option<PathBuf>,
     /// Internal (section 3): list the CIs of this namespace into a reflector store as the
     /// operator does, print the memory it took as JSON and exit.
     #[arg(long, hide = true)]
@@ -86,6 +90,12 @@ async fn main() -> anyhow::Result<()> {
             bin.display()
         );
     }
+    if let Some(path) = &args.render {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let results: sections::Results = serde_json::from_str(&text)?;
+        return publish(&args, &results);
+    }
     let all = args.sections.is_empty();
     let want = |s: u8| all || args.sections.contains(&s);
     let sizes = if !args.sizes.is_empty() {
@@ -105,14 +115,18 @@ async fn main() -> anyhow::Result<()> {
         alt_label: args.alt_label.clone(),
     };
     let results = sections::run(&config, want).await?;
+    publish(&args, &results)
+}
 
+/// Writes the results, the report and the picture; with --write-docs also into docs/.
+fn publish(args: &Args, results: &sections::Results) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let json = serde_json::to_string_pretty(&results)?;
+    let json = serde_json::to_string_pretty(results)?;
     std::fs::write(args.out.join("results.json"), json)?;
-    let markdown = report::markdown(&results);
+    let markdown = report::markdown(results);
     std::fs::write(args.out.join("report.md"), &markdown)?;
-    let picture = svg::render(&results);
+    let picture = svg::render(results);
     std::fs::write(args.out.join("bench.svg"), &picture)?;
     println!("{markdown}");
     if args.write_docs {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 /// Memory of a process from `/proc/<pid>/status`, in KiB.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Memory {
     /// Peak resident set size (`VmHWM`).
     pub hwm_kib: u64,

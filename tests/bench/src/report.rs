@@ -453,3 +453,28 @@ pub fn update_performance_md(path: &Path, markdown: &str) -> anyhow::Result<()> 
     std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_generated_block_is_replaced_in_place() {
+        let path = std::env::temp_dir().join(format!("bench-doc-{}.md", std::process::id()));
+        std::fs::write(&path, "# Title\n\nIntro.\n").unwrap();
+        update_performance_md(&path, "first\n").unwrap();
+        let once = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            once,
+            format!("# Title\n\nIntro.\n\n{BEGIN}\n\nfirst\n{END}\n")
+        );
+        std::fs::write(&path, format!("{once}\nAfter.\n")).unwrap();
+        update_performance_md(&path, "second\n").unwrap();
+        let twice = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            twice,
+            format!("# Title\n\nIntro.\n\n{BEGIN}\n\nsecond\n{END}\n\nAfter.\n")
+        );
+        let _ = std::fs::remove_file(&path);
+    }
+}

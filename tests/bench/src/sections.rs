@@ -30,7 +30,7 @@ pub struct Config {
     pub alt_label: String,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Machine {
     pub cpus: usize,
     pub memory_gib: f64,
@@ -40,7 +40,7 @@ pub struct Machine {
     pub duration_secs: f64,
 }
 
-#[derive(Debug, Default, serde::Serialize)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Results {
     pub machine: Machine,
     pub quick: bool,
@@ -312,7 +312,7 @@ async fn seed(
 // ---------------------------------------------------------------------------------------------
 // 3. Memory
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemoryPoint {
     pub cis: usize,
     pub label: String,
@@ -400,7 +400,7 @@ async fn run_cache_probe(
     Ok(serde_json::from_slice(&out.stdout)?)
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct MemoryResult {
     pub points: Vec<MemoryPoint>,
     /// The reflector store alone with the most CIs: as the operator keeps it, and with
@@ -535,7 +535,7 @@ async fn memory(config: &Config) -> anyhow::Result<MemoryResult> {
 // ---------------------------------------------------------------------------------------------
 // 4. Restart
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Restart {
     pub cis: usize,
     /// From spawning the process until its reconcile counter reached the number of CIs.
@@ -590,7 +590,7 @@ async fn restart(config: &Config) -> anyhow::Result<Restart> {
 // ---------------------------------------------------------------------------------------------
 // 5. Provider load
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Load {
     pub jobs: usize,
     pub poll_interval_secs: f64,
@@ -688,15 +688,23 @@ async fn load(config: &Config) -> anyhow::Result<Load> {
 /// One CI's way from its create call to its launch, in milliseconds after the create returned
 /// (the create itself: from its start). The finalizer and intent times are when the watch showed
 /// them.
-#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LatencySample {
     pub create_call: f64,
+    /// NaN when the watch did not show it (JSON null).
+    #[serde(deserialize_with = "nan_if_null")]
     pub finalizer: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub intent: f64,
     pub launch: f64,
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    use serde::Deserialize as _;
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct LatencyRun {
     pub label: String,
     pub rounds: Vec<Vec<LatencySample>>,
@@ -708,7 +716,7 @@ impl LatencyRun {
     }
 }
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Latency {
     pub per_round: usize,
     pub runs: Vec<LatencyRun>,

@@ -24,11 +24,11 @@ struct Chart {
 }
 
 const W: f64 = 420.0;
-const H: f64 = 300.0;
+const H: f64 = 330.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 14.0;
 const TOP: f64 = 34.0;
-const BOTTOM: f64 = 92.0;
+const BOTTOM: f64 = 112.0;
 
 fn nice_step(range: f64, ticks: f64) -> f64 {
     let raw = (range / ticks).max(f64::MIN_POSITIVE);
@@ -141,21 +141,6 @@ impl Chart {
             oy + TOP + ph / 2.0,
             esc(&self.y_label)
         );
-        for (value, label) in &self.marks {
-            let _ = writeln!(
-                out,
-                "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#c00\" \
-                 stroke-dasharray=\"2,3\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" \
-                 fill=\"#c00\" text-anchor=\"end\">{}</text>",
-                sx(x_min),
-                sy(*value),
-                sx(x_top),
-                sy(*value),
-                sx(x_top) - 2.0,
-                sy(*value) - 3.0,
-                esc(label)
-            );
-        }
         for s in &self.series {
             if self.bars {
                 let bw = (pw / (x_top - x_min)).max(1.0) * 0.8;
@@ -198,10 +183,26 @@ impl Chart {
                 );
             }
         }
+        for (value, label) in &self.marks {
+            let _ = writeln!(
+                out,
+                "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#c00\" \
+                 stroke-dasharray=\"2,3\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" \
+                 fill=\"#c00\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\" \
+                 text-anchor=\"start\">{}</text>",
+                sx(x_min),
+                sy(*value),
+                sx(x_top),
+                sy(*value),
+                sx(x_min) + 4.0,
+                sy(*value) - 3.0,
+                esc(label)
+            );
+        }
         // Legend under the plot.
         for (i, s) in self.series.iter().enumerate() {
-            let lx = ox + LEFT + (i % 2) as f64 * (pw / 2.0);
-            let ly = sy(0.0) + 46.0 + (i / 2) as f64 * 14.0;
+            let lx = ox + LEFT;
+            let ly = sy(0.0) + 46.0 + i as f64 * 14.0;
             let _ = writeln!(
                 out,
                 "<line x1=\"{:.1}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"{}\" \
@@ -276,17 +277,6 @@ pub fn render(r: &Results) -> String {
                 .iter()
                 .filter(|p| p.label == "idle" || p.label == "default")
                 .map(|p| (p.cis as f64, p.memory.hwm_mib()))
-                .collect(),
-        });
-        memory_series.push(Series {
-            name: "VmRSS after catching up".into(),
-            color: "#98df8a",
-            dashed: true,
-            points: m
-                .points
-                .iter()
-                .filter(|p| p.label == "idle" || p.label == "default")
-                .map(|p| (p.cis as f64, p.memory.rss_mib()))
                 .collect(),
         });
     }
