@@ -49,7 +49,6 @@ testenv: testenv-install
 testenv-down:
     cargo run -q -p cloudkit-testenv --bin testenv -- --down
 
-# End-to-end benchmarks on a real API server (about 15 minutes); `just bench --quick` for a smoke
-# run. A full run rewrites the numbers in docs/performance.md and docs/bench.svg.
+# End-to-end benchmarks, about 15 minutes; rewrites docs/performance.md numbers (`--quick`: smoke run).
 bench *args:
     hack/bench.sh {{args}}
