@@ -386,6 +386,13 @@ async fn launch(
                 if let Some(nb) = effect.not_before {
                     ctx.memory().not_before.insert(uid.to_string(), nb);
                 }
+                // The launch answer is as fresh as a poll: the wake-up our own write causes is no
+                // reason to ask the provider again (and write again) right away.
+                if let LaunchAnswer::Started(job) = &answer {
+                    ctx.memory()
+                        .polled
+                        .insert((uid.to_string(), job.job_id.clone()), Instant::now());
+                }
                 return Ok(LaunchOutcome {
                     current: updated,
                     events: effect.events,
