@@ -849,7 +849,8 @@ fn failed_message(jobs: &[JobStatus]) -> String {
     }
 }
 
-fn applying_message(jobs: &[JobStatus], desired: &str) -> String {
+/// The `Applying` condition message for `desired` given the history.
+pub(crate) fn applying_message(jobs: &[JobStatus], desired: &str) -> String {
     match latest_job(jobs, JobType::Provision) {
         Some(j) if j.config_version.as_deref() == Some(desired) || !j.is_terminal() => format!(
             "applying configuration {desired}: provision job {} is {}",

@@ -11,6 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::decide::{ErrorInfo, EventSpec, EventType, FinishedJob};
 use crate::settings::Capabilities;
+use cloudkit_api::metadata::CONDITION_CONFIGURATION_APPLIED;
 
 /// A provider's answer to a launch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -102,6 +103,11 @@ pub fn apply_launch_answer(
                     job.attempt.unwrap_or(1)
                 ),
             });
+            // The Applying condition named the job as not yet assigned: say what it is now, in
+            // this same write, instead of spending the next pass's write on it.
+            let refresh = (job.job_type == JobType::Provision)
+                .then(|| job.config_version.clone())
+                .flatten();
             if job.state.is_terminal() {
                 job.completion_timestamp = Some(Time(now));
                 effect.finished = Some(FinishedJob {
@@ -112,6 +118,15 @@ pub fn apply_launch_answer(
                 });
             } else if caps.polls_remotely {
                 effect.requeue_after = Some(poll_interval);
+            }
+            if let Some(version) = refresh {
+                let message = crate::decide::applying_message(&status.jobs, &version);
+                if let Some(c) = status.conditions.iter_mut().find(|c| {
+                    c.type_ == CONDITION_CONFIGURATION_APPLIED
+                        && c.reason == crate::decide::reason::APPLYING
+                }) {
+                    c.message = message;
+                }
             }
         }
         LaunchAnswer::Waiting {

@@ -1015,3 +1015,47 @@ fn deprovision_answers() {
         "an AAP deprovision that never started blocks deletion"
     );
 }
+
+#[test]
+fn after_a_launch_answer_the_next_pass_has_nothing_to_write() {
+    for settings in [aap(), settings(ProviderKind::Eda)] {
+        let c = ci();
+        let plan = decide(&c, &obs(), at(0), &settings);
+        let (_, _, key) = launched(&plan).expect("launch");
+        assert!(applied(&plan).2.contains("(not yet assigned)"));
+        let mut st = plan.status.clone().unwrap();
+        let id = if settings.active == ProviderKind::Eda {
+            "eda-webhook-1"
+        } else {
+            "9076"
+        };
+        let state = if settings.active == ProviderKind::Eda {
+            JobState::Running
+        } else {
+            JobState::Pending
+        };
+        let caps = settings.capabilities(settings.active).unwrap();
+        apply_launch_answer(
+            &mut st,
+            &key,
+            LaunchAnswer::Started(StartedJob::new(id, state)),
+            caps,
+            Duration::from_secs(35),
+            Duration::from_secs(30),
+            at(0),
+        )
+        .unwrap();
+        let cond = find_condition(&st.conditions, CONDITION_CONFIGURATION_APPLIED).unwrap();
+        assert!(cond.message.contains(id), "{}", cond.message);
+
+        let mut c2 = c.clone();
+        c2.status = Some(st);
+        let again = decide(&c2, &obs(), at(1), &settings);
+        assert_eq!(
+            again.status, None,
+            "{:?}: nothing new, nothing to write",
+            settings.active
+        );
+        assert_eq!(again.action, None);
+    }
+}
