@@ -570,10 +570,7 @@ fn render_template(t: &Template, prefix: &str, sim: &Shared) -> Value {
             ("project", json!(1)),
             (
                 "playbook",
-                json!(t.spec.runner.as_ref().map_or_else(
-                    || "simulated.yml".to_owned(),
-                    |r| crate::runner::RunState::new(r).playbook
-                )),
+                json!(crate::runner::playbook_name(t.spec.runner.as_ref())),
             ),
             ("scm_branch", json!("")),
             ("forks", json!(0)),

@@ -636,9 +636,10 @@ impl Job {
 
     /// The playbook shown in the job's `playbook` field.
     fn playbook_name(&self) -> String {
-        self.runner
-            .as_ref()
-            .map_or_else(|| "simulated.yml".to_owned(), |r| r.playbook.clone())
+        match &self.runner {
+            Some(run) => run.playbook.clone(),
+            None => crate::runner::playbook_name(None),
+        }
     }
 
     /// The job's output: the captured output in runner mode, else a plain-text stand-in.

@@ -139,13 +139,22 @@ pub(crate) struct RunState {
     pub cwd: String,
 }
 
+/// The `playbook` a template or job shows: the runner's playbook file name, or a stand-in for
+/// templates whose jobs the simulator plays itself.
+pub(crate) fn playbook_name(spec: Option<&RunnerSpec>) -> String {
+    match spec {
+        Some(spec) => spec.playbook.file_name().map_or_else(
+            || spec.playbook.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        ),
+        None => "simulated.yml".to_owned(),
+    }
+}
+
 impl RunState {
     pub(crate) fn new(spec: &RunnerSpec) -> Self {
         Self {
-            playbook: spec.playbook.file_name().map_or_else(
-                || spec.playbook.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            ),
+            playbook: playbook_name(Some(spec)),
             output: Arc::default(),
             cancel: Arc::default(),
             cancel_requested: false,
