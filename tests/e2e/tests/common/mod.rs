@@ -838,16 +838,23 @@ pub async fn simulator() -> SimHandle {
         .expect("the simulator starts")
 }
 
-/// `GET {api_url}/<path>` at the simulator, as the operator authenticates; the JSON answer.
-pub async fn sim_get(sim: &SimHandle, path: &str) -> serde_json::Value {
+/// `GET {api_url}/<path>` at the simulator, as the operator authenticates; a 2xx answer.
+async fn sim_request(sim: &SimHandle, path: &str) -> (String, reqwest::Response) {
     let url = format!("{}/{path}", sim.api_url());
-    reqwest::Client::new()
+    let response = reqwest::Client::new()
         .get(&url)
         .bearer_auth(SIM_TOKEN)
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (url, response)
+}
+
+/// `GET {api_url}/<path>` at the simulator; the JSON answer.
+pub async fn sim_get(sim: &SimHandle, path: &str) -> serde_json::Value {
+    let (url, response) = sim_request(sim, path).await;
+    response
         .json()
         .await
         .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
@@ -868,17 +875,8 @@ pub async fn sim_jobs(sim: &SimHandle) -> Vec<serde_json::Value> {
 
 /// The captured output of a job's ansible-playbook run.
 pub async fn sim_stdout(sim: &SimHandle, id: &str) -> String {
-    let url = format!("{}/v2/jobs/{id}/stdout/?format=txt", sim.api_url());
-    reqwest::Client::new()
-        .get(&url)
-        .bearer_auth(SIM_TOKEN)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-        .text()
-        .await
-        .unwrap_or_default()
+    let (_, response) = sim_request(sim, &format!("v2/jobs/{id}/stdout/?format=txt")).await;
+    response.text().await.unwrap_or_default()
 }
 
 /// The `status.desiredConfigVersion` of the CI a job was launched with (its extra vars carry the
