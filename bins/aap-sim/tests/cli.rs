@@ -143,6 +143,7 @@ async fn runner_jobs_and_their_processes_end_with_the_server() {
     )
     .unwrap();
     std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let log = dir.path().join("simulator.log");
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_aap-sim"))
             .args(["--template", "play:job:5"])
@@ -151,8 +152,9 @@ async fn runner_jobs_and_their_processes_end_with_the_server() {
             .arg("--ansible-playbook")
             .arg(&program)
             .args(["--runner-concurrency", "1"])
+            .env("RUST_LOG", "cloudkit_aap_sim=debug,aap_sim=debug")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -190,23 +192,32 @@ async fn runner_jobs_and_their_processes_end_with_the_server() {
             let j: serde_json::Value = http
                 .get(format!("{url}/api/v2/jobs/{id}/"))
                 .send()
-                .await
-                .unwrap()
+                .await?
                 .json()
-                .await
-                .unwrap();
-            j
+                .await?;
+            Ok::<_, reqwest::Error>(j)
         }
     };
-    let wait = |id: u64, want: &'static str| async move {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let j = job(id).await;
-            if j["status"] == want {
-                return j;
+    // A poll that meets a transport error (a pooled connection reused at the instant it closes)
+    // polls again; the deadline still fails the test when the server stops answering.
+    let wait = |id: u64, want: &'static str| {
+        let log = log.clone();
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let j = job(id).await;
+                if let Ok(j) = &j
+                    && j["status"] == want
+                {
+                    return j.clone();
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "job {id} never became {want}: {j:?}\nsimulator log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(std::time::Instant::now() < deadline, "{j}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
 
