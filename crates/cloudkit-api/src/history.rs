@@ -113,14 +113,24 @@ pub fn trim_history(jobs: &mut Vec<JobStatus>, limit: usize) -> usize {
 
 /// The id for the next EDA job: `eda-webhook-N` with N one more than the largest N among the
 /// entries whose id is the prefix followed by a positive decimal number. Provision and
-/// deprovision share the counter; other ids and malformed suffixes are ignored.
+/// deprovision share the counter; other ids and malformed suffixes are ignored. The id is always
+/// fresh: should an ignored id spell it (only `eda-webhook-18446744073709551615` and longer
+/// numbers can), N steps past it.
 pub fn next_eda_job_id(jobs: &[JobStatus]) -> String {
     let max = jobs
         .iter()
         .filter_map(|j| eda_job_number(&j.job_id))
         .max()
         .unwrap_or(0);
-    format!("{EDA_JOB_ID_PREFIX}{}", max + 1)
+    // At most one step per entry: no overflow.
+    let mut next = u128::from(max) + 1;
+    while jobs
+        .iter()
+        .any(|j| j.job_id.strip_prefix(EDA_JOB_ID_PREFIX) == Some(next.to_string().as_str()))
+    {
+        next += 1;
+    }
+    format!("{EDA_JOB_ID_PREFIX}{next}")
 }
 
 /// The N of `eda-webhook-N`, when N is a positive decimal number (digits only) that leaves room
