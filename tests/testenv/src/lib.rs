@@ -86,6 +86,7 @@ pub struct TestEnv {
     admin_kubeconfig_path: PathBuf,
     limited_kubeconfig_path: PathBuf,
     etcd: Server,
+    etcd_addr: SocketAddrV4,
     apiserver: Server,
     watchdog: Watchdog,
     namespaces: AtomicU64,
@@ -272,6 +273,96 @@ impl TestEnv {
     }
 }
 
+/// Stopping and starting the servers, for tests of how clients live through an outage.
+impl TestEnv {
+    /// Stops kube-apiserver with SIGKILL, as a crash would; etcd and its data stay.
+    pub fn stop_apiserver(&mut self) {
+        self.apiserver.kill(&mut self.watchdog);
+    }
+
+    /// Starts kube-apiserver again, on the same port with the same certificates and tokens, after
+    /// [`TestEnv::stop_apiserver`], and waits until `/readyz` answers `ok`. Blocking.
+    pub fn start_apiserver(&mut self) -> Result<()> {
+        self.apiserver.respawn(&mut self.watchdog)?;
+        let Self {
+            apiserver,
+            etcd,
+            admin_kubeconfig,
+            ..
+        } = self;
+        let ready = on_helper_thread(|runtime| {
+            runtime.block_on(wait_ready(admin_kubeconfig, apiserver, etcd))
+        })?;
+        ready.map_err(|reason| Error::Startup {
+            what: "kube-apiserver",
+            reason,
+            logs: self.log_tails(),
+        })
+    }
+
+    /// Stops etcd with SIGKILL, as a crash would; its data directory stays.
+    pub fn stop_etcd(&mut self) {
+        self.etcd.kill(&mut self.watchdog);
+    }
+
+    /// Starts etcd again on the same ports and data directory after [`TestEnv::stop_etcd`] and
+    /// waits until it accepts connections. Blocking.
+    pub fn start_etcd(&mut self) -> Result<()> {
+        self.etcd.respawn(&mut self.watchdog)?;
+        let deadline = Instant::now() + ETCD_TIMEOUT;
+        loop {
+            if let Some(status) = self.etcd.exited() {
+                return Err(Error::Startup {
+                    what: "etcd",
+                    reason: format!("exited with {status} after a restart"),
+                    logs: self.log_tails(),
+                });
+            }
+            if TcpStream::connect_timeout(&self.etcd_addr.into(), Duration::from_millis(200))
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Startup {
+                    what: "etcd",
+                    reason: format!("no connection on {} after {ETCD_TIMEOUT:?}", self.etcd_addr),
+                    logs: self.log_tails(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Whether kube-apiserver and etcd run (were not stopped, and have not exited).
+    pub fn servers_running(&mut self) -> bool {
+        let apiserver = !self.apiserver.is_stopped() && self.apiserver.exited().is_none();
+        let etcd = !self.etcd.is_stopped() && self.etcd.exited().is_none();
+        apiserver && etcd
+    }
+}
+
+/// Runs `f` on a helper thread with a tokio runtime of its own, so that blocking callers inside
+/// another runtime work too.
+fn on_helper_thread<T: Send>(f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::io("building a tokio runtime", e))?;
+            Ok(f(&runtime))
+        })
+        .join()
+        .unwrap_or_else(|_| {
+            Err(Error::io(
+                "waiting for the test environment",
+                std::io::Error::other("the helper thread panicked"),
+            ))
+        })
+    })
+}
+
 impl Drop for TestEnv {
     // Runs before the fields are dropped: the servers stop before their directory goes.
     fn drop(&mut self) {
@@ -375,7 +466,7 @@ fn start_with(binaries: &Binaries, crds: &[(PathBuf, Crd)]) -> Result<TestEnv> {
         .map_err(|e| Error::io("building a tokio runtime", e))?;
 
     let mut attempt = 0;
-    let (etcd, apiserver, server_url) = loop {
+    let (etcd, etcd_addr, apiserver, server_url) = loop {
         attempt += 1;
         match start_servers(
             binaries,
@@ -409,6 +500,7 @@ fn start_with(binaries: &Binaries, crds: &[(PathBuf, Crd)]) -> Result<TestEnv> {
         admin_kubeconfig_path,
         limited_kubeconfig_path,
         etcd,
+        etcd_addr,
         apiserver,
         watchdog,
         namespaces: AtomicU64::new(0),
@@ -431,7 +523,7 @@ fn start_servers(
     admin_token: &str,
     ca_pem: &str,
     crds: &[(PathBuf, Crd)],
-) -> std::result::Result<(Server, Server, String), StartError> {
+) -> std::result::Result<(Server, SocketAddrV4, Server, String), StartError> {
     let no_clash = |e: Error| (e, false);
     let etcd_port = free_port().map_err(no_clash)?;
     let peer_port = free_port().map_err(no_clash)?;
@@ -560,7 +652,12 @@ fn start_servers(
             watchdog,
         ));
     }
-    Ok((etcd, apiserver, server_url))
+    Ok((
+        etcd,
+        SocketAddrV4::new(Ipv4Addr::LOCALHOST, etcd_port),
+        apiserver,
+        server_url,
+    ))
 }
 
 /// Polls `/readyz` until it answers `ok`, a server exits or the deadline passes.

@@ -133,6 +133,8 @@ pub(crate) struct Server {
     child: Child,
     pub(crate) log: PathBuf,
     reaped: bool,
+    program: PathBuf,
+    args: Vec<String>,
 }
 
 impl Server {
@@ -147,27 +149,45 @@ impl Server {
     ) -> Result<Server> {
         let out =
             File::create(&log).map_err(|e| Error::io(format!("creating {}", log.display()), e))?;
-        let err = out
-            .try_clone()
-            .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
-        let child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| Error::io(format!("starting {}", program.display()), e))?;
+        let child = start(program, args, &log, out)?;
         let mut server = Server {
             name,
             child,
             log,
             reaped: false,
+            program: program.to_path_buf(),
+            args: args.to_vec(),
         };
         if let Err(e) = watchdog.guard(server.pid()) {
             server.kill(watchdog);
             return Err(e);
         }
         Ok(server)
+    }
+
+    /// Starts the process again with the same arguments after [`Server::kill`] (the log is
+    /// appended to). Does nothing while it runs.
+    pub(crate) fn respawn(&mut self, watchdog: &mut Watchdog) -> Result<()> {
+        if !self.reaped {
+            return Ok(());
+        }
+        let out = File::options()
+            .append(true)
+            .create(true)
+            .open(&self.log)
+            .map_err(|e| Error::io(format!("opening {}", self.log.display()), e))?;
+        self.child = start(&self.program, &self.args, &self.log, out)?;
+        self.reaped = false;
+        if let Err(e) = watchdog.guard(self.pid()) {
+            self.kill(watchdog);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Whether the process has been killed (and not started again).
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.reaped
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -203,6 +223,20 @@ impl Server {
             all[start..].join("\n")
         )
     }
+}
+
+/// Starts `program args...` with stdout and stderr in `out` (the file at `log`).
+fn start(program: &Path, args: &[String], log: &Path, out: File) -> Result<Child> {
+    let err = out
+        .try_clone()
+        .map_err(|e| Error::io(format!("opening {}", log.display()), e))?;
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| Error::io(format!("starting {}", program.display()), e))
 }
 
 /// Waits for `child` up to `timeout`; `None` when it is still running.
