@@ -85,6 +85,14 @@ struct Args {
     #[arg(long, env = "AAP_SIM_DROP_RATE")]
     drop_rate: Option<f64>,
 
+    /// Fraction (0..1) of API requests carried out whose answer is lost (silence, then reset).
+    #[arg(long, env = "AAP_SIM_STALL_RATE")]
+    stall_rate: Option<f64>,
+
+    /// How long a lost answer keeps its connection silent.
+    #[arg(long, env = "AAP_SIM_STALL", value_parser = parse_duration)]
+    stall: Option<std::time::Duration>,
+
     /// Purge jobs this long after they finish (then 404).
     #[arg(long, env = "AAP_SIM_PURGE_AFTER", value_parser = parse_duration)]
     purge_after: Option<std::time::Duration>,
@@ -264,6 +272,12 @@ fn config_from_args(args: &Args) -> Result<SimConfig> {
     }
     if let Some(v) = args.drop_rate {
         f.drop_rate = v;
+    }
+    if let Some(v) = args.stall_rate {
+        f.stall_rate = v;
+    }
+    if let Some(v) = args.stall {
+        f.stall = v;
     }
     if let Some(v) = args.purge_after {
         f.purge_after = Some(v);

@@ -408,12 +408,19 @@ pub struct Faults {
     pub latency_jitter: Duration,
     /// Fraction (0..=1) of requests whose connection is reset (TCP RST, no answer).
     pub drop_rate: f64,
+    /// Fraction (0..=1) of requests that are carried out but whose answer is lost: the
+    /// connection stays silent for `stall` (the client's timeout ends the wait), then is reset.
+    /// A launch with a lost answer has started its job.
+    pub stall_rate: f64,
+    /// How long a request with a lost answer keeps its connection silent.
+    #[serde(with = "duration_serde")]
+    pub stall: Duration,
     /// Jobs are purged (then 404) this long (real time) after they finish; `null` = never.
     #[serde(with = "opt_duration_serde")]
     pub purge_after: Option<Duration>,
     /// While true every `/api/...` request is refused with 401 (a revoked or expired token).
     pub unauthorized: bool,
-    /// When set, error, latency and drop faults apply only to paths containing this text
+    /// When set, error, latency, drop and stall faults apply only to paths containing this text
     /// (for example `/launch/`).
     pub path_contains: Option<String>,
 }
@@ -426,6 +433,8 @@ impl Default for Faults {
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
             drop_rate: 0.0,
+            stall_rate: 0.0,
+            stall: Duration::from_secs(60),
             purge_after: None,
             unauthorized: false,
             path_contains: None,
@@ -439,6 +448,7 @@ impl Faults {
         for (name, rate) in [
             ("error_rate", self.error_rate),
             ("drop_rate", self.drop_rate),
+            ("stall_rate", self.stall_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(Error::Config(format!(

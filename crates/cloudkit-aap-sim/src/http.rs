@@ -291,7 +291,7 @@ async fn api_middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
         tokio::time::sleep(decision.latency).await;
     }
     let (mut response, fault) = if decision.reset {
-        if let Some(kill) = kill {
+        if let Some(kill) = &kill {
             log(0, Some("reset"));
             kill.reset();
             // The connection task drops this future together with the connection.
@@ -316,6 +316,13 @@ async fn api_middleware(State(sim): State<Sim>, req: Request, next: Next) -> Res
     } else {
         (next.run(req).await, None)
     };
+    if let (Some(stall), None, Some(kill)) = (decision.stall, fault, &kill) {
+        // The request has been carried out; its answer is lost.
+        log(response.status().as_u16(), Some("stall"));
+        tokio::time::sleep(stall).await;
+        kill.reset();
+        std::future::pending::<()>().await;
+    }
     let headers = response.headers_mut();
     headers.insert("x-api-product-name", HeaderValue::from_static("AWX"));
     if let Ok(v) = HeaderValue::from_str(&sim.awx_version) {

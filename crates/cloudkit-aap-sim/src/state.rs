@@ -80,6 +80,8 @@ pub struct Stats {
     pub injected_errors: u64,
     /// Reset connections.
     pub injected_resets: u64,
+    /// Requests served whose answer was withheld (`stall_rate`).
+    pub injected_stalls: u64,
     /// Requests refused during an unauthorized period.
     pub injected_unauthorized: u64,
     /// Playbook side effects that failed.
@@ -112,6 +114,8 @@ pub(crate) struct FaultState {
 pub(crate) struct FaultDecision {
     pub unauthorized: bool,
     pub reset: bool,
+    /// Serve the request, then withhold the answer for this long and reset the connection.
+    pub stall: Option<Duration>,
     pub error: Option<u16>,
     pub latency: Duration,
 }
@@ -269,6 +273,9 @@ impl Shared {
         if faults.drop_rate > 0.0 && rng.random::<f64>() < faults.drop_rate {
             d.reset = true;
         }
+        if faults.stall_rate > 0.0 && rng.random::<f64>() < faults.stall_rate {
+            d.stall = Some(faults.stall);
+        }
         if faults.error_rate > 0.0 && rng.random::<f64>() < faults.error_rate {
             d.error = Some(faults.error_status);
         }
@@ -283,6 +290,7 @@ impl Shared {
             match record.fault.as_deref() {
                 Some("error") => s.injected_errors += 1,
                 Some("reset") => s.injected_resets += 1,
+                Some("stall") => s.injected_stalls += 1,
                 Some("unauthorized") => s.injected_unauthorized += 1,
                 _ => {}
             }

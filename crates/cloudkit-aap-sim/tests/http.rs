@@ -857,6 +857,36 @@ async fn fault_connection_reset() {
 }
 
 #[tokio::test]
+async fn fault_lost_answer_after_the_launch() {
+    let (h, c) = standard().await;
+    h.simulator()
+        .set_faults(Faults {
+            stall_rate: 1.0,
+            stall: Duration::from_millis(300),
+            path_contains: Some("/launch/".into()),
+            ..Faults::default()
+        })
+        .unwrap();
+    // The answer never comes: the connection stays silent, then is reset.
+    let err = c
+        .send(
+            Method::POST,
+            "/api/v2/job_templates/9/launch/",
+            Some(&json!({})),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_status(), "{err:?}");
+    let last = h.simulator().requests().pop().unwrap();
+    assert_eq!((last.status, last.fault.as_deref()), (201, Some("stall")));
+    assert_eq!(h.simulator().stats().injected_stalls, 1);
+    // ...but the job was launched.
+    assert_eq!(h.simulator().stats().launches, 1);
+    assert_eq!(c.get("/api/v2/jobs/").await.json["count"], 1);
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn fault_purge_after_finish() {
     let (h, c) = standard().await;
     h.simulator()
