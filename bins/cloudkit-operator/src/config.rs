@@ -90,6 +90,14 @@ pub struct RunArgs {
     /// PEM bundle of CAs trusted for the AAP controller.
     #[arg(long, env = "CLOUDKIT_AAP_CA_FILE", global = true)]
     pub aap_ca_file: Option<PathBuf>,
+    /// How long one request to the AAP controller may take (e.g. 30s).
+    #[arg(
+        long,
+        env = "CLOUDKIT_AAP_REQUEST_TIMEOUT",
+        default_value = "30s",
+        global = true
+    )]
+    pub aap_request_timeout: String,
 
     /// EDA webhook that provisions.
     #[arg(
@@ -180,6 +188,14 @@ pub struct RunArgs {
         global = true
     )]
     pub leader_election_lease: String,
+    /// How long a Lease holder that stops renewing keeps it (whole seconds, at least 3s).
+    #[arg(
+        long,
+        env = "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
+        default_value = "15s",
+        global = true
+    )]
+    pub leader_election_lease_duration: String,
     /// Log format.
     #[arg(
         long,
@@ -219,6 +235,9 @@ pub struct RunConfig {
     pub launch_window: Duration,
     pub concurrency: u16,
     pub http_address: SocketAddr,
+    /// Lease duration and grace period (the holder renews `grace` before the end), in seconds.
+    pub lease_duration_secs: u64,
+    pub lease_grace_secs: u64,
 }
 
 impl RunArgs {
@@ -323,6 +342,20 @@ impl RunArgs {
                 format!("{:?}: {e}", self.http_address),
             )
         })?;
+        let lease = parse_duration(
+            "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
+            &self.leader_election_lease_duration,
+        )?;
+        if lease.subsec_nanos() != 0 || lease < Duration::from_secs(3) {
+            return Err(err(
+                "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
+                format!(
+                    "{:?} is invalid: expected whole seconds, at least 3s",
+                    self.leader_election_lease_duration
+                ),
+            ));
+        }
+        let lease_duration_secs = lease.as_secs();
         let request_timeout = aap
             .as_ref()
             .map(AapConfig::request_timeout)
@@ -338,6 +371,8 @@ impl RunArgs {
             launch_window: request_timeout + Duration::from_secs(5),
             concurrency,
             http_address,
+            lease_duration_secs,
+            lease_grace_secs: (lease_duration_secs / 3).clamp(1, 5),
         })
     }
 
@@ -370,6 +405,10 @@ impl RunArgs {
             "CLOUDKIT_AAP_INSECURE_SKIP_VERIFY",
             &self.aap_insecure_skip_verify,
         )?);
+        let timeout = parse_duration("CLOUDKIT_AAP_REQUEST_TIMEOUT", &self.aap_request_timeout)?;
+        config = config
+            .with_request_timeout(timeout)
+            .map_err(|e| err("CLOUDKIT_AAP_REQUEST_TIMEOUT", e.message()))?;
         if let Some(path) = &self.aap_ca_file {
             let pem = cloudkit_aap::read_ca_file(path).map_err(aap_err)?;
             config = config.with_ca_bundle_pem(pem).map_err(aap_err)?;
@@ -543,6 +582,42 @@ mod tests {
     }
 
     #[test]
+    fn aap_request_timeout_bounds_requests_and_the_launch_window() {
+        let c = args(AAP).validate().expect("default");
+        assert_eq!(
+            c.aap.as_ref().map(AapConfig::request_timeout),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(c.launch_window, Duration::from_secs(35));
+        let c = with(AAP, &[("aap-request-timeout", "4s")])
+            .validate()
+            .expect("4s");
+        assert_eq!(
+            c.aap.as_ref().map(AapConfig::request_timeout),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(c.launch_window, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn lease_duration_and_grace() {
+        let rows = [("15s", 15, 5), ("1m", 60, 5), ("6s", 6, 2), ("3s", 3, 1)];
+        for (text, duration, grace) in rows {
+            let c = with(AAP, &[("leader-election-lease-duration", text)])
+                .validate()
+                .expect(text);
+            assert_eq!(
+                (c.lease_duration_secs, c.lease_grace_secs),
+                (duration, grace),
+                "{text}"
+            );
+            assert!(c.lease_grace_secs < c.lease_duration_secs);
+        }
+        let c = args(AAP).validate().expect("default");
+        assert_eq!((c.lease_duration_secs, c.lease_grace_secs), (15, 5));
+    }
+
+    #[test]
     fn provider_selection() {
         assert_eq!(args(AAP).validate().expect("aap").active, ProviderKind::Aap);
         assert_eq!(args(EDA).validate().expect("eda").active, ProviderKind::Eda);
@@ -604,6 +679,22 @@ mod tests {
             (
                 with(AAP, &[("aap-insecure-skip-verify", "maybe")]),
                 "CLOUDKIT_AAP_INSECURE_SKIP_VERIFY",
+            ),
+            (
+                with(AAP, &[("aap-request-timeout", "0s")]),
+                "CLOUDKIT_AAP_REQUEST_TIMEOUT",
+            ),
+            (
+                with(AAP, &[("aap-request-timeout", "forever")]),
+                "CLOUDKIT_AAP_REQUEST_TIMEOUT",
+            ),
+            (
+                with(AAP, &[("leader-election-lease-duration", "2s")]),
+                "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
+            ),
+            (
+                with(AAP, &[("leader-election-lease-duration", "7.5s")]),
+                "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
             ),
             (
                 with(AAP, &[("http-address", "nowhere")]),

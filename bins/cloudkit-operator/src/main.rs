@@ -169,18 +169,20 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
             .clone()
             .or_else(|| args.namespace.clone())
             .unwrap_or_else(|| client.default_namespace().to_string());
+        let identity = lease_identity();
         let manager = kube_lease_manager::LeaseManagerBuilder::new(
             client.clone(),
             &args.leader_election_lease,
         )
         .with_namespace(namespace)
-        .with_duration(15)
-        .with_grace(5)
+        .with_identity(identity.clone())
+        .with_duration(config.lease_duration_secs)
+        .with_grace(config.lease_grace_secs)
         .build()
         .await?;
         let (mut is_leader, task) = manager.watch().await;
         ready.store(true, Ordering::Relaxed);
-        info!(lease = %args.leader_election_lease, "waiting for leadership");
+        info!(lease = %args.leader_election_lease, %identity, "waiting for leadership");
         let mut stop = stop_rx.clone();
         let leader = tokio::select! {
             r = is_leader.wait_for(|l| *l) => { r?; true }
@@ -221,6 +223,16 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
     let _ = http.await;
     info!("stopped");
     Ok(())
+}
+
+/// The Lease holder identity: the pod name (`HOSTNAME` in a pod) and the process id, so that
+/// `kubectl get lease` tells which replica leads.
+fn lease_identity() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| "cloudkit-operator".to_string());
+    format!("{}-{}", host.trim(), std::process::id())
 }
 
 async fn wait_for_signal() {
