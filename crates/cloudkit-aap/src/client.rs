@@ -510,6 +510,14 @@ impl AapClient {
                 text::describe_body(&answer.body, content_type(&answer.headers))
             )))
         })?;
+        // Every answer the client reads is an object; serde would take an array for a struct.
+        if !value.is_object() {
+            return Err(ProviderError::transport(self.clean(&format!(
+                "{}: unexpected answer from AAP: expected a JSON object, got {}",
+                answer.what,
+                text::describe_body(&answer.body, content_type(&answer.headers))
+            ))));
+        }
         serde_json::from_value(value).map_err(|e| {
             ProviderError::transport(
                 self.clean(&format!("{}: unexpected answer from AAP: {e}", answer.what)),
@@ -554,6 +562,11 @@ impl AapClient {
             }
             _ => ProviderError::transport(message),
         }
+    }
+
+    /// `text` with every occurrence of the token replaced.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        text::redact(text, self.token.expose())
     }
 
     /// One line, bounded, without the token.

@@ -91,13 +91,14 @@ enum IdRepr {
 
 fn id_from_repr<E: serde::de::Error>(repr: IdRepr) -> Result<u64, E> {
     match repr {
-        IdRepr::Number(n) => Ok(n),
+        IdRepr::Number(n) if n > 0 => Ok(n),
+        IdRepr::Number(n) => Err(E::custom(format!("expected a positive id, got {n}"))),
         IdRepr::Text(t) => parse_decimal_id(&t)
             .ok_or_else(|| E::custom(format!("expected a numeric id, got {:?}", short(&t)))),
     }
 }
 
-/// Accepts `42` and, leniently, `"42"`.
+/// Accepts `42` and, leniently, `"42"`; never 0 (AWX ids start at 1).
 fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     let repr =
         IdRepr::deserialize(d).map_err(|_| serde::de::Error::custom("expected a numeric id"))?;

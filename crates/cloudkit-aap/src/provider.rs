@@ -64,6 +64,20 @@ impl AapProvider {
         }
     }
 
+    /// [`observe`] on a copy of `job` whose texts no longer hold the token: a playbook or
+    /// controller that prints it must not put it into the CI's status.
+    fn observe(&self, kind: AapJobKind, job: &AapJob) -> JobObservation {
+        let mut job = job.clone();
+        job.status = self.client.redact(&job.status);
+        for text in [&mut job.result_traceback, &mut job.job_explanation]
+            .into_iter()
+            .flatten()
+        {
+            *text = self.client.redact(text);
+        }
+        observe(kind, &job)
+    }
+
     async fn start(
         &self,
         ci: &ComputeInstance,
@@ -266,7 +280,7 @@ impl Provider for AapProvider {
     ) -> Result<JobObservation, ProviderError> {
         let (kind, id) = recorded_job(job)?;
         match self.client.job(kind, id).await {
-            Ok(found) => Ok(observe(kind, &found)),
+            Ok(found) => Ok(self.observe(kind, &found)),
             Err(ProviderError::NotFound(_)) => Ok(JobObservation::with_message(
                 JobState::Failed,
                 format!(
@@ -298,7 +312,7 @@ impl Provider for AapProvider {
             return Ok(LaunchLookup::NotFound);
         };
         let kind = template.kind.job_kind();
-        let observed = observe(kind, &found);
+        let observed = self.observe(kind, &found);
         Ok(LaunchLookup::Found(StartedJob {
             job_id: found.id.to_string(),
             state: observed.state,
