@@ -442,3 +442,86 @@ async fn spec_change_reprovisions_once_and_restart_request_does_not() {
     );
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_token_shows_in_the_condition_and_heals() {
+    let ns = env().namespace("auth").await;
+    let sim = simulator(
+        phases(100, 0, 60_000),
+        phases(100, 0, 200),
+        Outcome::Successful,
+    )
+    .await;
+    let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
+    let api = api(&ns).await;
+    create(&api, "vm-1", spec()).await;
+    wait_for(&api, "vm-1", Some(&sim), "a running provision job", |ci| {
+        latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Running)
+    })
+    .await;
+
+    let mut faults = sim.simulator().faults();
+    faults.unauthorized = true;
+    sim.simulator().set_faults(faults.clone()).unwrap();
+    let ci = wait_for(
+        &api,
+        "vm-1",
+        Some(&sim),
+        "a condition naming the 401",
+        |ci| {
+            ci.status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, CONDITION_CONFIGURATION_APPLIED))
+                .is_some_and(|c| c.reason == "ProviderError" && c.message.contains("401"))
+        },
+    )
+    .await;
+    let job = latest(&ci, JobType::Provision).unwrap();
+    assert_eq!(job.state, JobState::Running, "the job is not given up on");
+    eventually("a ProviderAuthFailed event", || async {
+        event_reasons(&ns, "vm-1")
+            .await
+            .iter()
+            .any(|r| r == "ProviderAuthFailed")
+    })
+    .await;
+
+    // A CI created meanwhile: its launch is refused, which is no failed attempt.
+    create(&api, "vm-2", spec()).await;
+    let ci = wait_for(&api, "vm-2", Some(&sim), "a refused launch", |ci| {
+        ci.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, CONDITION_CONFIGURATION_APPLIED))
+            .is_some_and(|c| c.message.contains("launch refused") && c.message.contains("401"))
+    })
+    .await;
+    assert!(
+        jobs(&ci).iter().all(|j| !j.is_terminal()),
+        "no failed job: {:?}",
+        jobs(&ci)
+    );
+
+    faults.unauthorized = false;
+    sim.simulator().set_faults(faults).unwrap();
+    wait_for(
+        &api,
+        "vm-1",
+        Some(&sim),
+        "the error condition cleared",
+        |ci| {
+            ci.status
+                .as_ref()
+                .and_then(|s| find_condition(&s.conditions, CONDITION_CONFIGURATION_APPLIED))
+                .is_some_and(|c| c.reason != "ProviderError")
+        },
+    )
+    .await;
+    let ci = wait_for(&api, "vm-2", Some(&sim), "vm-2's job running", |ci| {
+        latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Running)
+    })
+    .await;
+    let job = latest(&ci, JobType::Provision).unwrap();
+    assert_eq!(job.attempt, Some(1), "the refusal used no attempt");
+    assert_eq!(sim.simulator().stats().launches, 2);
+    op.stop().await;
+}

@@ -59,8 +59,8 @@ impl Error {
 /// repeated cancel request or an early retry that the provider refuses again.
 #[derive(Debug, Default)]
 struct Memory {
-    /// Do not launch for this CI (uid) before this time.
-    not_before: HashMap<String, Timestamp>,
+    /// Per CI uid: no launch before this time, and the refusal that asked for it, if any.
+    not_before: HashMap<String, (Timestamp, Option<String>)>,
     /// (uid, job id) pairs already asked to cancel.
     cancels: HashSet<(String, String)>,
     /// When each (uid, job id) was last polled over the network.
@@ -253,7 +253,10 @@ async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
     let mut observed = Observed::default();
     {
         let memory = ctx.memory();
-        observed.launch_not_before = memory.not_before.get(uid).copied();
+        if let Some((at, refusal)) = memory.not_before.get(uid) {
+            observed.launch_not_before = Some(*at);
+            observed.launch_refusal = refusal.clone();
+        }
         observed.cancel_requested = memory
             .cancels
             .iter()
@@ -384,7 +387,9 @@ async fn launch(
                         .job_finished(f.job_type, f.provider, f.state, f.duration);
                 }
                 if let Some(nb) = effect.not_before {
-                    ctx.memory().not_before.insert(uid.to_string(), nb);
+                    ctx.memory()
+                        .not_before
+                        .insert(uid.to_string(), (nb, effect.refusal.clone()));
                 }
                 // The launch answer is as fresh as a poll: the wake-up our own write causes is no
                 // reason to ask the provider again (and write again) right away.

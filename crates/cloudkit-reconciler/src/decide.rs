@@ -53,8 +53,11 @@ pub struct Observed {
     pub job_errors: BTreeMap<String, ErrorInfo>,
     /// Answers for intents without a job id, by launch key.
     pub lookups: BTreeMap<String, LaunchLookup>,
-    /// A provider asked not to be called for this CI before this time (rate limit).
+    /// A provider asked not to be called for this CI before this time (rate limit), or refused
+    /// the last launch.
     pub launch_not_before: Option<Timestamp>,
+    /// Why the provider refused the last launch, when it did (see [`Observed::launch_not_before`]).
+    pub launch_refusal: Option<String>,
     /// Jobs this process already asked to cancel; not asked again.
     pub cancel_requested: BTreeSet<String>,
 }
@@ -121,7 +124,7 @@ impl EventSpec {
             message,
         }
     }
-    fn warning(reason: &str, message: String) -> Self {
+    pub(crate) fn warning(reason: &str, message: String) -> Self {
         EventSpec {
             type_: EventType::Warning,
             reason: reason.to_string(),
@@ -245,6 +248,7 @@ pub fn decide(
         ci_key: launch_scope(ci),
         provider_error: None,
         launch_not_before: observed.launch_not_before,
+        launch_refusal: observed.launch_refusal.clone(),
         cancel_requested: &observed.cancel_requested,
     };
 
@@ -366,6 +370,8 @@ struct Ctx<'a> {
     provider_error: Option<String>,
     /// From [`Observed::launch_not_before`].
     launch_not_before: Option<Timestamp>,
+    /// From [`Observed::launch_refusal`].
+    launch_refusal: Option<String>,
     /// From [`Observed::cancel_requested`].
     cancel_requested: &'a BTreeSet<String>,
 }
@@ -526,9 +532,10 @@ impl Ctx<'_> {
             && self.now < not_before
         {
             self.plan.requeue(elapsed(not_before, self.now));
-            self.provider_error = Some(format!(
-                "the provider asked to wait: next {job_type} attempt at {}",
-                Time(not_before).0
+            self.provider_error = Some(wait_message(
+                job_type,
+                self.launch_refusal.as_deref(),
+                not_before,
             ));
             return false;
         }
@@ -850,6 +857,22 @@ fn failed_message(jobs: &[JobStatus]) -> String {
 }
 
 /// The `Applying` condition message for `desired` given the history.
+/// The condition message while launches wait for `not_before`: why (a refusal), and when the
+/// next attempt comes.
+pub(crate) fn wait_message(
+    job_type: JobType,
+    refusal: Option<&str>,
+    not_before: Timestamp,
+) -> String {
+    match refusal {
+        Some(why) => format!("{why}; next {job_type} attempt at {}", Time(not_before).0),
+        None => format!(
+            "the provider asked to wait: next {job_type} attempt at {}",
+            Time(not_before).0
+        ),
+    }
+}
+
 pub(crate) fn applying_message(jobs: &[JobStatus], desired: &str) -> String {
     match latest_job(jobs, JobType::Provision) {
         Some(j) if j.config_version.as_deref() == Some(desired) || !j.is_terminal() => format!(

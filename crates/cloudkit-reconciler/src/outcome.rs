@@ -63,6 +63,9 @@ pub struct Effect {
     pub remove_finalizer: bool,
     /// Do not launch again for this CI before this time.
     pub not_before: Option<Timestamp>,
+    /// Why the provider refused the launch (authentication or authorisation), shown until the
+    /// next attempt.
+    pub refusal: Option<String>,
     /// Look again after this long.
     pub requeue_after: Option<Duration>,
 }
@@ -156,6 +159,33 @@ pub fn apply_launch_answer(
             let wait = err.retry_after.unwrap_or(poll_interval);
             effect.requeue_after = Some(wait);
             effect.not_before = add(now, wait);
+        }
+        LaunchAnswer::Failed(err) if err.kind == ProviderErrorKind::Auth => {
+            // Refused before any job started: not an attempt. Ask again after a poll interval
+            // (a rotated token may be in place by then) and say why meanwhile.
+            let job_type = job.job_type;
+            status.jobs.remove(index);
+            let refusal = format!("{job_type} launch refused ({owner}): {}", err.message);
+            effect
+                .events
+                .push(EventSpec::warning("ProviderAuthFailed", refusal.clone()));
+            effect.requeue_after = Some(poll_interval);
+            effect.not_before = add(now, poll_interval);
+            if let (JobType::Provision, Some(not_before)) = (job_type, effect.not_before) {
+                let message = crate::decide::wait_message(job_type, Some(&refusal), not_before);
+                if let Some(c) = status.conditions.iter_mut().find(|c| {
+                    c.type_ == CONDITION_CONFIGURATION_APPLIED
+                        && c.reason != crate::decide::reason::APPLIED
+                }) {
+                    if c.status != "False" {
+                        c.status = "False".into();
+                        c.last_transition_time = Time(now);
+                    }
+                    c.reason = crate::decide::reason::PROVIDER_ERROR.into();
+                    c.message = message;
+                }
+            }
+            effect.refusal = Some(refusal);
         }
         LaunchAnswer::Failed(err)
             if err.kind == ProviderErrorKind::Transport && caps.can_find_launches =>

@@ -1002,8 +1002,8 @@ fn deprovision_answers() {
     answer(
         &mut st,
         LaunchAnswer::Failed(ErrorInfo {
-            kind: ProviderErrorKind::Auth,
-            message: "401".into(),
+            kind: ProviderErrorKind::Configuration,
+            message: "no such template".into(),
             retry_after: None,
         }),
         caps_aap(),
@@ -1014,6 +1014,78 @@ fn deprovision_answers() {
         Some(true),
         "an AAP deprovision that never started blocks deletion"
     );
+
+    // A refused deprovision (401) is not a failed one: nothing blocks, it is asked again later.
+    let mut st = mk();
+    let e = answer(
+        &mut st,
+        LaunchAnswer::Failed(ErrorInfo {
+            kind: ProviderErrorKind::Auth,
+            message: "401".into(),
+            retry_after: None,
+        }),
+        caps_aap(),
+    )
+    .unwrap();
+    assert!(st.jobs.is_empty());
+    assert_eq!(e.not_before, Some(at(31)));
+    assert_eq!(e.events[0].reason, "ProviderAuthFailed");
+}
+
+#[test]
+fn a_refused_launch_is_no_attempt_and_the_condition_says_why_until_the_next() {
+    let c = ci();
+    let plan = decide(&c, &obs(), at(0), &aap());
+    let (_, _, key) = launched(&plan).expect("launch");
+    let mut st = plan.status.clone().unwrap();
+    let e = apply_launch_answer(
+        &mut st,
+        &key,
+        LaunchAnswer::Failed(ErrorInfo {
+            kind: ProviderErrorKind::Auth,
+            message: "authentication failed: AAP answered HTTP 401".into(),
+            retry_after: None,
+        }),
+        caps_aap(),
+        Duration::from_secs(35),
+        Duration::from_secs(30),
+        at(1),
+    )
+    .unwrap();
+    assert!(
+        st.jobs.is_empty(),
+        "no job, no failed attempt: {:?}",
+        st.jobs
+    );
+    assert_eq!(
+        e.not_before,
+        Some(at(31)),
+        "not faster than the poll interval"
+    );
+    assert_eq!(e.requeue_after, Some(Duration::from_secs(30)));
+    assert_eq!(e.events[0].reason, "ProviderAuthFailed");
+    let cond = find_condition(&st.conditions, CONDITION_CONFIGURATION_APPLIED).unwrap();
+    assert_eq!(cond.reason, reason::PROVIDER_ERROR);
+    assert!(
+        cond.message.contains("401") && cond.message.contains("next provision attempt"),
+        "{}",
+        cond.message
+    );
+
+    // Passes before the next attempt (our own write wakes one) launch nothing and write nothing.
+    let mut c2 = c.clone();
+    c2.status = Some(st);
+    let mut o = obs();
+    o.launch_not_before = e.not_before;
+    o.launch_refusal = e.refusal.clone();
+    let waiting = decide(&c2, &o, at(2), &aap());
+    assert_eq!(waiting.action, None);
+    assert_eq!(waiting.status, None, "the condition already says it all");
+
+    // Then the same attempt again, under the same launch key.
+    let again = decide(&c2, &o, at(31), &aap());
+    let (_, _, key2) = launched(&again).expect("launched again");
+    assert_eq!(key2, key);
 }
 
 #[test]
