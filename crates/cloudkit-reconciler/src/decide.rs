@@ -740,6 +740,29 @@ impl Ctx<'_> {
             );
             return;
         }
+        // A deprovision that never started (its trigger failed: no job id) ran nothing: try it
+        // again with the provision backoff, up to the retry limit, before giving up on it.
+        // Otherwise an EDA deletion would end with the automation's finalizer left behind.
+        if latest.job_id.is_empty() && attempt.unsigned_abs() <= self.settings.retry_limit {
+            let since = latest
+                .completion_timestamp
+                .as_ref()
+                .map_or(latest.timestamp.0, |t| t.0);
+            let delay = self.settings.retry_backoff(attempt.unsigned_abs());
+            let waited = elapsed(self.now, since);
+            if waited >= delay {
+                self.launch(
+                    &mut st.jobs,
+                    JobType::Deprovision,
+                    None,
+                    attempt + 1,
+                    retry_token,
+                );
+            } else {
+                self.plan.requeue(delay - waited);
+            }
+            return;
+        }
         if !latest.blocks_deletion_on_failure() {
             self.plan.finalizer = FinalizerChange::Remove;
             return;
@@ -865,7 +888,11 @@ pub(crate) fn wait_message(
     not_before: Timestamp,
 ) -> String {
     match refusal {
-        Some(why) => format!("{why}; next {job_type} attempt at {}", Time(not_before).0),
+        Some(why) => format!(
+            "{}; next {job_type} attempt at {}",
+            why.trim_end_matches('.'),
+            Time(not_before).0
+        ),
         None => format!(
             "the provider asked to wait: next {job_type} attempt at {}",
             Time(not_before).0

@@ -795,6 +795,70 @@ fn deprovision_outcomes() {
 }
 
 #[test]
+fn a_deprovision_whose_trigger_failed_is_tried_again_with_backoff_then_given_up() {
+    let eda = settings(ProviderKind::Eda);
+    // (attempt that failed, seconds since, expect: a launch of the next attempt, finalizer gone)
+    let rows = [
+        (1, 10, false, false), // backoff 30 s not over: wait
+        (1, 30, true, false),
+        (2, 59, false, false), // backoff 60 s
+        (2, 60, true, false),
+        (3, 120, true, false),
+        (4, 10_000, false, true), // retry limit 3 spent: the EDA job does not block deletion
+    ];
+    for (attempt, since, relaunch, removed) in rows {
+        let c = ci();
+        let mut d = job(
+            "",
+            JobType::Deprovision,
+            0,
+            JobState::Failed,
+            ProviderKind::Eda,
+        );
+        d.attempt = Some(attempt);
+        d.block_deletion_on_failure = Some(false);
+        d.message = Some("trigger failed: answered HTTP 500".into());
+        d.completion_timestamp = Some(Time(at(0)));
+        let mut p = provision(&c, "eda-webhook-1", 0, JobState::Succeeded);
+        p.provider = Some(ProviderKind::Eda);
+        let c = deleting(with_jobs(c.clone(), vec![p, d]));
+        let plan = decide(&c, &obs(), at(since), &eda);
+        let row = format!("attempt {attempt} +{since}s");
+        assert_eq!(
+            launched(&plan).map(|l| l.1),
+            relaunch.then_some(JobType::Deprovision),
+            "{row}"
+        );
+        if relaunch {
+            let intent = status(&plan).jobs.last().unwrap();
+            assert_eq!(intent.attempt, Some(attempt + 1), "{row}");
+        }
+        assert_eq!(plan.finalizer == FinalizerChange::Remove, removed, "{row}");
+        if !relaunch && !removed {
+            assert!(
+                plan.requeue_after.is_some(),
+                "{row}: comes back after the backoff"
+            );
+        }
+    }
+
+    // A deprovision that ran (it has a job id) and failed is not launched again on its own.
+    let c = ci();
+    let mut d = job(
+        "eda-webhook-2",
+        JobType::Deprovision,
+        0,
+        JobState::Failed,
+        ProviderKind::Eda,
+    );
+    d.block_deletion_on_failure = Some(false);
+    let c = deleting(with_jobs(c, vec![d]));
+    let plan = decide(&c, &obs(), at(1000), &eda);
+    assert_eq!(plan.action, None);
+    assert_eq!(plan.finalizer, FinalizerChange::Remove);
+}
+
+#[test]
 fn blocked_deletion_released_by_retry_annotation() {
     let c = ci();
     let mut d = job(
