@@ -49,6 +49,10 @@ testenv: testenv-install
 testenv-down:
     cargo run -q -p cloudkit-testenv --bin testenv -- --down
 
+# Soak runs under faults, about 15 minutes; pass/fail per scenario, rewrites docs/reliability.md numbers.
+chaos *args:
+    hack/chaos.sh {{args}}
+
 # End-to-end benchmarks, about 15 minutes; rewrites docs/performance.md numbers (`--quick`: smoke run).
 bench *args:
     hack/bench.sh {{args}}
