@@ -254,6 +254,9 @@ pub fn decide(
 
     ctx.fold_observations(&mut st.jobs, observed);
     ctx.resolve_lost_launches(&mut st.jobs, observed, deleting);
+    if !deleting {
+        ctx.expire_silent_provisions(&mut st.jobs, has_aap_finalizer);
+    }
 
     // A non-terminal job whose provider is not configured can be neither read nor cancelled.
     let orphan = st
@@ -497,10 +500,23 @@ impl Ctx<'_> {
                         });
                     }
                 }
+                Some(LaunchLookup::Unknowable) if job.job_type == JobType::Deprovision => {
+                    // Whether the trigger arrived cannot be known, and waiting for evidence that
+                    // may never come would leave the CI behind: send it again. A deprovision run
+                    // twice finds the VM already gone.
+                    if self.plan.action.is_none() {
+                        self.plan.action = Some(Action::Launch {
+                            provider: job.owner(),
+                            job_type: job.job_type,
+                            launch_key: key,
+                        });
+                    }
+                }
                 Some(LaunchLookup::Unknowable) => {
                     // The trigger may or may not have been delivered; sending it again could
                     // duplicate the work. Treat it as delivered and wait for the evidence the
-                    // automation leaves on the CI, as for any job of such a provider.
+                    // automation leaves on the CI, as for any job of such a provider (bounded by
+                    // `expire_silent_provisions`).
                     let id = next_eda_job_id(jobs);
                     let job = &mut jobs[i];
                     job.job_id = id;
@@ -512,6 +528,40 @@ impl Ctx<'_> {
                 }
                 None => self.plan.requeue(self.settings.poll_interval),
             }
+        }
+    }
+
+    /// A provision job of a provider that reports through the CI (EDA) that has shown no sign
+    /// of the automation (no `-aap` finalizer) within the grace period most likely never
+    /// reached it (a lost trigger, a rule that did not fire): it fails, and the retry rules
+    /// take over. Once the finalizer is there the job waits for its result as long as it takes.
+    fn expire_silent_provisions(&mut self, jobs: &mut [JobStatus], has_aap_finalizer: bool) {
+        if has_aap_finalizer {
+            return;
+        }
+        let grace = self.settings.eda_grace;
+        for job in jobs.iter_mut() {
+            if job.job_type != JobType::Provision || job.is_terminal() || job.job_id.is_empty() {
+                continue;
+            }
+            let reports_through_ci = self
+                .settings
+                .capabilities(job.owner())
+                .is_some_and(|c| !c.polls_remotely);
+            if !reports_through_ci {
+                continue;
+            }
+            let age = elapsed(self.now, job.timestamp.0);
+            if age < grace {
+                self.plan.requeue(grace - age);
+                continue;
+            }
+            job.state = JobState::Failed;
+            job.message = Some(format!(
+                "no sign of the automation within {}: finalizer {AAP_FINALIZER} never appeared; the trigger may not have arrived",
+                cloudkit_provider::format_duration(grace)
+            ));
+            self.finish(job);
         }
     }
 

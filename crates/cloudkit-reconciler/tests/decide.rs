@@ -611,6 +611,83 @@ fn a_lost_launch_is_looked_up_not_repeated() {
 }
 
 #[test]
+fn an_unconfirmed_deprovision_trigger_is_sent_again() {
+    let c = ci();
+    let mut d = intent(&c, 0, ProviderKind::Eda);
+    d.job_type = JobType::Deprovision;
+    d.config_version = None;
+    d.launch_key = Some("uid-1/deprovision/delete/1".into());
+    let mut p = provision(&c, "eda-webhook-1", 0, JobState::Succeeded);
+    p.provider = Some(ProviderKind::Eda);
+    let c = deleting(with_jobs(c.clone(), vec![p, d]));
+    let mut o = obs();
+    o.lookups.insert(
+        "uid-1/deprovision/delete/1".into(),
+        LaunchLookup::Unknowable,
+    );
+    let plan = decide(&c, &o, at(60), &settings(ProviderKind::Eda));
+    assert_eq!(
+        launched(&plan),
+        Some((
+            ProviderKind::Eda,
+            JobType::Deprovision,
+            "uid-1/deprovision/delete/1".into()
+        )),
+        "a deprovision run twice is harmless; one never run leaves the CI behind"
+    );
+}
+
+#[test]
+fn an_eda_provision_with_no_sign_of_the_automation_fails_after_the_grace_period() {
+    let eda = settings(ProviderKind::Eda); // grace 300 s
+    // (provider, -aap finalizer present, seconds since the job started, expect failed)
+    let rows = [
+        (ProviderKind::Eda, false, 100, false),
+        (ProviderKind::Eda, false, 300, true),
+        (ProviderKind::Eda, true, 10_000, false),
+        (ProviderKind::Aap, false, 10_000, false),
+    ];
+    for (provider, finalizer, age, failed) in rows {
+        let mut c = ci();
+        if finalizer {
+            c.metadata.finalizers = Some(vec![FINALIZER.into(), AAP_FINALIZER.into()]);
+        }
+        let mut p = provision(&c, "eda-webhook-1", 0, JobState::Running);
+        p.provider = Some(provider);
+        p.completion_timestamp = None;
+        let c = with_jobs(c.clone(), vec![p]);
+        let o = if provider == ProviderKind::Aap {
+            observe("eda-webhook-1", JobState::Running)
+        } else {
+            obs()
+        };
+        let plan = decide(&c, &o, at(age), &eda);
+        let row = format!("{provider} finalizer={finalizer} +{age}s");
+        let job = plan.status.as_ref().map_or_else(
+            || c.status.clone().unwrap().jobs[0].clone(),
+            |s| s.jobs[0].clone(),
+        );
+        assert_eq!(job.state == JobState::Failed, failed, "{row}: {job:?}");
+        if failed {
+            assert!(
+                job.message
+                    .as_deref()
+                    .unwrap()
+                    .contains("no sign of the automation")
+            );
+            assert_eq!(plan.action, None, "{row}: the retry waits for its backoff");
+            assert!(plan.requeue_after.is_some(), "{row}");
+        } else if provider == ProviderKind::Eda && !finalizer {
+            assert_eq!(
+                plan.requeue_after,
+                Some(Duration::from_secs(200)),
+                "{row}: looks again when the grace period ends"
+            );
+        }
+    }
+}
+
+#[test]
 fn rate_limited_provider_is_not_called_early() {
     let mut o = obs();
     o.launch_not_before = Some(at(20));
