@@ -201,3 +201,55 @@ async fn a_reconcile_from_a_stale_object_does_not_launch() {
     );
     op.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eda_trigger_lost_before_it_was_sent_is_sent_after_the_grace_period() {
+    use std::sync::atomic::Ordering;
+    let ns = env().namespace("c-eda").await;
+    let (url, hits) = webhook().await;
+    let eda = cloudkit_reconciler::Settings {
+        active: cloudkit_api::ProviderKind::Eda,
+        retry_limit: 1,
+        ..settings()
+    };
+    let hooked: Arc<dyn Provider> = Arc::new(Hooked {
+        inner: eda_provider(&url),
+        hook: Hook::StallBeforeLaunch,
+    });
+    let first = Operator::start(&ns, ProviderRegistry::new(hooked), eda.clone()).await;
+    let api = api(&ns).await;
+    create(&api, "vm", spec()).await;
+    intent_recorded(&api, "vm").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "killed before the POST");
+    first.kill();
+
+    // The next operator cannot ask a webhook whether it got the trigger: it takes it as sent,
+    // and when no sign of the automation comes within the grace period, it tries again.
+    let second = Operator::start(&ns, ProviderRegistry::new(eda_provider(&url)), eda).await;
+    let ci = wait_for(&api, "vm", None, "a second attempt that was sent", |ci| {
+        latest(ci, JobType::Provision).is_some_and(|j| j.attempt == Some(2) && !j.job_id.is_empty())
+    })
+    .await;
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "one trigger reached the webhook"
+    );
+    let provisions: Vec<_> = jobs(&ci)
+        .into_iter()
+        .filter(|j| j.job_type == JobType::Provision)
+        .collect();
+    assert_eq!(provisions.len(), 2, "{provisions:?}");
+    assert_eq!(provisions[0].state, JobState::Failed);
+    assert!(
+        provisions[0]
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("no sign of the automation")),
+        "{:?}",
+        provisions[0].message
+    );
+    assert_eq!(provisions[1].state, JobState::Running);
+    second.stop().await;
+}

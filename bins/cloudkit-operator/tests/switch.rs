@@ -8,42 +8,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::routing::post;
 use cloudkit_aap_sim::Outcome;
 use cloudkit_api::metadata::*;
 use cloudkit_api::{ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind, config_version};
-use cloudkit_eda::{EdaConfig, EdaProvider};
 use cloudkit_provider::{MockProvider, Provider, ProviderError, ProviderRegistry};
 use cloudkit_reconciler::{Settings, find_condition};
 use common::*;
-
-/// A webhook that accepts events and counts them; the test plays the automation.
-async fn webhook() -> (String, Arc<AtomicUsize>) {
-    let hits = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&hits);
-    let app = axum::Router::new().route(
-        "/{path}",
-        post(move || {
-            let counter = Arc::clone(&counter);
-            async move {
-                counter.fetch_add(1, Ordering::SeqCst);
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, hits)
-}
-
-fn eda_provider(url: &str) -> Arc<dyn Provider> {
-    let config =
-        EdaConfig::new(&format!("{url}/provision"), &format!("{url}/deprovision")).unwrap();
-    Arc::new(EdaProvider::new(config).unwrap())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioned_with_eda_then_deprovisioned_with_aap_after_a_restart() {

@@ -785,7 +785,7 @@ pub async fn eda(ctx: &Ctx) -> anyhow::Result<Outcome> {
             ("CLOUDKIT_EDA_TOKEN".into(), token.clone()),
             ("CLOUDKIT_EDA_HMAC_SECRET".into(), hmac.clone()),
             ("CLOUDKIT_MINIMUM_REQUEST_INTERVAL".into(), "1s".into()),
-            ("CLOUDKIT_EDA_PROVISION_GRACE".into(), "0s".into()),
+            ("CLOUDKIT_EDA_PROVISION_GRACE".into(), "10s".into()),
         ],
     );
     let first = Operator::spawn(&config, world.dir.join("operator-000.log"))?;

@@ -423,3 +423,32 @@ impl Provider for Hooked {
         self.inner.find_launch(ci, job).await
     }
 }
+
+/// A webhook that accepts events and counts them; the test plays the automation.
+pub async fn webhook() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    let app = axum::Router::new().route(
+        "/{path}",
+        axum::routing::post(move || {
+            let counter = Arc::clone(&counter);
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, hits)
+}
+
+pub fn eda_provider(url: &str) -> Arc<dyn Provider> {
+    let config =
+        cloudkit_eda::EdaConfig::new(&format!("{url}/provision"), &format!("{url}/deprovision"))
+            .unwrap();
+    Arc::new(cloudkit_eda::EdaProvider::new(config).unwrap())
+}
