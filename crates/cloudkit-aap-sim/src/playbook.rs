@@ -37,6 +37,12 @@ impl Target {
     pub fn from_extra_vars(vars: &Map<String, Value>) -> Result<Self, String> {
         let payload = payload(vars)
             .ok_or("extra_vars has no ansible_eda.event.payload (the ComputeInstance)")?;
+        Self::from_payload(payload)
+    }
+
+    /// Reads the target from the ComputeInstance an event carries (the body of an EDA webhook
+    /// call, or `ansible_eda.event.payload`).
+    pub fn from_payload(payload: &Value) -> Result<Self, String> {
         let meta = payload
             .get("metadata")
             .ok_or("the payload has no metadata")?;
@@ -122,8 +128,9 @@ pub fn annotation_patch(version: &str) -> Value {
 
 const CONFLICT_RETRIES: usize = 10;
 
-/// Runs one side effect against the cluster.
-pub(crate) async fn run(client: kube::Client, target: &Target, step: Step) -> Result<(), String> {
+/// Runs one side effect against the cluster, as the example playbooks do: merge patches, the
+/// finalizer list read first and written with its resourceVersion, retried on conflicts.
+pub async fn run(client: kube::Client, target: &Target, step: Step) -> Result<(), String> {
     let resource = ApiResource::erase::<ComputeInstance>(&());
     let api: Api<DynamicObject> = Api::namespaced_with(client, &target.namespace, &resource);
     let ci = format!("computeinstance {}/{}", target.namespace, target.name);

@@ -669,6 +669,22 @@ impl Ctx<'_> {
         if attempt.unsigned_abs() > self.settings.retry_limit {
             return Outlook::FailedFinal;
         }
+        match self.retry_after_backoff(&mut st.jobs, &latest, Some(desired), attempt, retry_token) {
+            None => Outlook::InProgress,
+            Some(at) => Outlook::RetryAt(at),
+        }
+    }
+
+    /// Launches the next attempt after `latest` (failed) once the backoff since its end has
+    /// passed (`None`); otherwise asks to come back then and returns when.
+    fn retry_after_backoff(
+        &mut self,
+        jobs: &mut Vec<JobStatus>,
+        latest: &JobStatus,
+        config: Option<&str>,
+        attempt: i32,
+        retry_token: Option<String>,
+    ) -> Option<Timestamp> {
         let since = latest
             .completion_timestamp
             .as_ref()
@@ -676,17 +692,11 @@ impl Ctx<'_> {
         let delay = self.settings.retry_backoff(attempt.unsigned_abs());
         let waited = elapsed(self.now, since);
         if waited >= delay {
-            self.launch(
-                &mut st.jobs,
-                JobType::Provision,
-                Some(desired),
-                attempt + 1,
-                retry_token,
-            );
-            return Outlook::InProgress;
+            self.launch(jobs, latest.job_type, config, attempt + 1, retry_token);
+            return None;
         }
         self.plan.requeue(delay - waited);
-        Outlook::RetryAt(add(since, delay))
+        Some(add(since, delay))
     }
 
     /// The outlook when no job may be started (invalid spec, manual mode).
@@ -794,23 +804,7 @@ impl Ctx<'_> {
         // again with the provision backoff, up to the retry limit, before giving up on it.
         // Otherwise an EDA deletion would end with the automation's finalizer left behind.
         if latest.job_id.is_empty() && attempt.unsigned_abs() <= self.settings.retry_limit {
-            let since = latest
-                .completion_timestamp
-                .as_ref()
-                .map_or(latest.timestamp.0, |t| t.0);
-            let delay = self.settings.retry_backoff(attempt.unsigned_abs());
-            let waited = elapsed(self.now, since);
-            if waited >= delay {
-                self.launch(
-                    &mut st.jobs,
-                    JobType::Deprovision,
-                    None,
-                    attempt + 1,
-                    retry_token,
-                );
-            } else {
-                self.plan.requeue(delay - waited);
-            }
+            self.retry_after_backoff(&mut st.jobs, &latest, None, attempt, retry_token);
             return;
         }
         if !latest.blocks_deletion_on_failure() {

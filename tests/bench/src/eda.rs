@@ -3,16 +3,12 @@
 //! annotation; on deprovision the finalizer's removal), with a client whose writes are counted.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use cloudkit_aap_sim::playbook::{annotation_patch, finalizer_patch};
-use cloudkit_api::ComputeInstance;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
+use cloudkit_aap_sim::playbook::{self, Step, Target};
 use tokio::net::TcpListener;
 
 use crate::cluster::{Cluster, WriteCounter};
@@ -25,16 +21,14 @@ pub struct Responder {
 
 #[derive(Clone)]
 struct Ctx {
-    api: Api<ComputeInstance>,
+    client: kube::Client,
 }
 
 impl Responder {
     pub async fn start(cluster: &Cluster) -> anyhow::Result<Responder> {
         let writes = WriteCounter::shared();
         let client = cluster.counting_client(Arc::clone(&writes)).await?;
-        let ctx = Ctx {
-            api: cluster.cis(&client),
-        };
+        let ctx = Ctx { client };
         let app = Router::new()
             .route("/provision", post(provision))
             .route("/deprovision", post(deprovision))
@@ -67,64 +61,34 @@ impl Drop for Responder {
 }
 
 async fn provision(State(ctx): State<Ctx>, body: axum::body::Bytes) -> StatusCode {
-    let Ok(ci) = serde_json::from_slice::<ComputeInstance>(&body) else {
-        return StatusCode::BAD_REQUEST;
-    };
-    tokio::spawn(async move {
-        let name = ci.metadata.name.clone().unwrap_or_default();
-        let version = ci
-            .status
-            .as_ref()
-            .and_then(|s| s.desired_config_version.clone())
-            .unwrap_or_else(|| cloudkit_api::config_version(&ci.spec));
-        if set_aap_finalizer(&ctx.api, &name, true).await {
-            let _ = ctx
-                .api
-                .patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(annotation_patch(&version)),
-                )
-                .await;
-        }
-    });
-    StatusCode::OK
+    accept(
+        ctx,
+        &body,
+        &[Step::AddFinalizer, Step::WriteReconciledVersion],
+    )
 }
 
 async fn deprovision(State(ctx): State<Ctx>, body: axum::body::Bytes) -> StatusCode {
-    let Ok(ci) = serde_json::from_slice::<ComputeInstance>(&body) else {
+    accept(ctx, &body, &[Step::RemoveFinalizer])
+}
+
+/// Accepts the event at once and runs the playbook's steps afterwards.
+fn accept(ctx: Ctx, body: &[u8], steps: &'static [Step]) -> StatusCode {
+    let target = serde_json::from_slice::<serde_json::Value>(body)
+        .map_err(|e| e.to_string())
+        .and_then(|payload| Target::from_payload(&payload));
+    let Ok(target) = target else {
         return StatusCode::BAD_REQUEST;
     };
     tokio::spawn(async move {
-        let name = ci.metadata.name.clone().unwrap_or_default();
-        set_aap_finalizer(&ctx.api, &name, false).await;
+        for step in steps {
+            if playbook::run(ctx.client.clone(), &target, *step)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
     });
     StatusCode::OK
-}
-
-/// Read, then write the finalizer list with the resourceVersion read (as `kubernetes.core.k8s`
-/// does with a merge patch); retried on conflicts.
-async fn set_aap_finalizer(api: &Api<ComputeInstance>, name: &str, add: bool) -> bool {
-    for attempt in 0..20u64 {
-        let ci = match api.get_opt(name).await {
-            Ok(Some(ci)) => ci,
-            _ => return false,
-        };
-        let current = ci.metadata.finalizers.clone().unwrap_or_default();
-        let Some(patch) = finalizer_patch(&current, add, ci.metadata.resource_version.as_deref())
-        else {
-            return true;
-        };
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => return true,
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                tokio::time::sleep(Duration::from_millis(10 * (attempt + 1))).await;
-            }
-            Err(_) => return false,
-        }
-    }
-    false
 }

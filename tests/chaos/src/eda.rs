@@ -12,11 +12,8 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use cloudkit_aap_sim::playbook::{annotation_patch, finalizer_patch};
-use cloudkit_api::ComputeInstance;
+use cloudkit_aap_sim::playbook::{self, Step, Target};
 use hmac::{KeyInit as _, Mac as _};
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use tokio::net::TcpListener;
@@ -34,7 +31,7 @@ pub struct Stats {
 
 #[derive(Clone)]
 struct Ctx {
-    api: Api<ComputeInstance>,
+    client: kube::Client,
     token: String,
     hmac: String,
     error_rate: f64,
@@ -61,7 +58,7 @@ impl Webhook {
     ) -> anyhow::Result<Webhook> {
         let stats = Arc::new(Mutex::new(Stats::default()));
         let ctx = Ctx {
-            api: world.api.clone(),
+            client: world.client.clone(),
             token: token.to_string(),
             hmac: hmac.to_string(),
             error_rate,
@@ -141,66 +138,41 @@ async fn call(
             ),
         );
     }
-    let Ok(ci) = serde_json::from_slice::<ComputeInstance>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not a CI".into());
+    let target = match serde_json::from_slice::<serde_json::Value>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|payload| Target::from_payload(&payload))
+    {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, e),
     };
-    let name = ci.metadata.name.clone().unwrap_or_default();
     {
         let mut stats = lock(&ctx.stats);
         stats.accepted += 1;
         if kind == "provision" {
-            *stats.provisions_by_ci.entry(name.clone()).or_default() += 1;
+            *stats
+                .provisions_by_ci
+                .entry(target.name.clone())
+                .or_default() += 1;
         }
     }
+    // What the rulebook's playbooks do, after `work`.
+    let steps: &[Step] = if kind == "provision" {
+        &[Step::AddFinalizer, Step::WriteReconciledVersion]
+    } else {
+        &[Step::RemoveFinalizer]
+    };
     tokio::spawn(async move {
-        if kind == "provision" {
-            let version = ci
-                .status
-                .as_ref()
-                .and_then(|s| s.desired_config_version.clone())
-                .unwrap_or_else(|| cloudkit_api::config_version(&ci.spec));
-            if set_aap_finalizer(&ctx.api, &name, true).await {
+        for (i, step) in steps.iter().enumerate() {
+            if i + 1 == steps.len() {
                 tokio::time::sleep(ctx.work).await;
-                let _ = ctx
-                    .api
-                    .patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(annotation_patch(&version)),
-                    )
-                    .await;
             }
-        } else {
-            tokio::time::sleep(ctx.work).await;
-            set_aap_finalizer(&ctx.api, &name, false).await;
+            if playbook::run(ctx.client.clone(), &target, *step)
+                .await
+                .is_err()
+            {
+                break;
+            }
         }
     });
     (StatusCode::OK, String::new())
-}
-
-/// Read, then write the finalizer list with the resourceVersion read (as `kubernetes.core.k8s`
-/// does with a merge patch); retried on conflicts.
-async fn set_aap_finalizer(api: &Api<ComputeInstance>, name: &str, add: bool) -> bool {
-    for attempt in 0..20u64 {
-        let ci = match api.get_opt(name).await {
-            Ok(Some(ci)) => ci,
-            _ => return false,
-        };
-        let current = ci.metadata.finalizers.clone().unwrap_or_default();
-        let Some(patch) = finalizer_patch(&current, add, ci.metadata.resource_version.as_deref())
-        else {
-            return true;
-        };
-        match api
-            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Ok(_) => return true,
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                tokio::time::sleep(Duration::from_millis(10 * (attempt + 1))).await;
-            }
-            Err(_) => return false,
-        }
-    }
-    false
 }

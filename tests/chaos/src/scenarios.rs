@@ -266,35 +266,75 @@ async fn secret_checks(out: &mut Outcome, world: &World) {
     );
 }
 
-/// Keeps `slot` running an operator that is SIGKILLed at random instants (200 ms to 2 s of
-/// life) and started again, until `stop`.
-fn killer(
-    world: Arc<World>,
-    config: OperatorConfig,
+/// One operator process that is SIGKILLed at random instants (`life_ms` of life, seeded) and
+/// started again, until [`KillLoop::finish`].
+struct KillLoop {
     slot: Arc<AsyncMutex<Operator>>,
-    seed: u64,
     stop: Arc<AtomicBool>,
     kills: Arc<AtomicU64>,
-    life_ms: (u64, u64),
-) -> tokio::task::JoinHandle<anyhow::Result<()>> {
-    tokio::spawn(async move {
-        let mut rng = StdRng::seed_from_u64(seed);
-        while !stop.load(Ordering::Relaxed) {
-            let life = rng.random_range(life_ms.0..life_ms.1);
-            let pause = rng.random_range(0..300);
-            tokio::time::sleep(Duration::from_millis(life)).await;
-            if stop.load(Ordering::Relaxed) {
-                break;
-            }
-            let mut op = slot.lock().await;
-            scan_metrics(&world.scan, &op).await;
-            op.kill().await?;
-            let n = kills.fetch_add(1, Ordering::Relaxed) + 1;
-            tokio::time::sleep(Duration::from_millis(pause)).await;
-            *op = Operator::spawn(&config, world.dir.join(format!("operator-{n:03}.log")))?;
-        }
-        Ok(())
-    })
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl KillLoop {
+    fn start(
+        world: &Arc<World>,
+        config: OperatorConfig,
+        seed: u64,
+        life_ms: (u64, u64),
+    ) -> anyhow::Result<KillLoop> {
+        let first = Operator::spawn(&config, world.dir.join("operator-000.log"))?;
+        let slot = Arc::new(AsyncMutex::new(first));
+        let stop = Arc::new(AtomicBool::new(false));
+        let kills = Arc::new(AtomicU64::new(0));
+        let task = {
+            let (world, slot, stop, kills) = (
+                Arc::clone(world),
+                Arc::clone(&slot),
+                Arc::clone(&stop),
+                Arc::clone(&kills),
+            );
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(seed);
+                while !stop.load(Ordering::Relaxed) {
+                    let life = rng.random_range(life_ms.0..life_ms.1);
+                    let pause = rng.random_range(0..300);
+                    tokio::time::sleep(Duration::from_millis(life)).await;
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut op = slot.lock().await;
+                    scan_metrics(&world.scan, &op).await;
+                    op.kill().await?;
+                    let n = kills.fetch_add(1, Ordering::Relaxed) + 1;
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    *op = Operator::spawn(&config, world.dir.join(format!("operator-{n:03}.log")))?;
+                }
+                Ok(())
+            })
+        };
+        Ok(KillLoop {
+            slot,
+            stop,
+            kills,
+            task,
+        })
+    }
+
+    /// Stops killing, records the loop's checks, and stops the last process (SIGTERM) after
+    /// scraping its metrics.
+    async fn finish(self, out: &mut Outcome, world: &World) -> anyhow::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        out.step(
+            "the kill loop ran without errors",
+            self.task.await.map_err(Into::into).and_then(|r| r),
+        );
+        let kills = self.kills.load(Ordering::Relaxed);
+        out.number("SIGKILLs", kills);
+        out.check("the operator was killed during the run", kills > 0, "");
+        let mut op = self.slot.lock().await;
+        scan_metrics(&world.scan, &op).await;
+        op.stop().await
+    }
 }
 
 /// Crash loop: lifecycles while the operator is SIGKILLed at random instants and restarted.
@@ -306,19 +346,7 @@ pub async fn crash(ctx: &Ctx) -> anyhow::Result<Outcome> {
     let world =
         Arc::new(World::start("crash", &ctx.out, ctx.seed, Duration::from_millis(1500)).await?);
     let config = OperatorConfig::new(&ctx.bin, &world, world.aap_settings()?);
-    let first = Operator::spawn(&config, world.dir.join("operator-000.log"))?;
-    let slot = Arc::new(AsyncMutex::new(first));
-    let stop = Arc::new(AtomicBool::new(false));
-    let kills = Arc::new(AtomicU64::new(0));
-    let task = killer(
-        Arc::clone(&world),
-        config,
-        Arc::clone(&slot),
-        ctx.seed,
-        Arc::clone(&stop),
-        Arc::clone(&kills),
-        (100, 1500),
-    );
+    let kill_loop = KillLoop::start(&world, config, ctx.seed, (100, 1500))?;
     let total = ctx.crash_lifecycles;
     let wave = if ctx.quick { 20 } else { 50 };
     let uids = waves(
@@ -331,23 +359,8 @@ pub async fn crash(ctx: &Ctx) -> anyhow::Result<Outcome> {
         |_| None,
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    let killed = task.await;
-    out.step(
-        "the kill loop ran without errors",
-        killed.map_err(Into::into).and_then(|r| r),
-    );
-    out.number("SIGKILLs", kills.load(Ordering::Relaxed));
-    out.check(
-        "the operator was killed during the run",
-        kills.load(Ordering::Relaxed) > 0,
-        "",
-    );
+    kill_loop.finish(&mut out, &world).await?;
     launch_checks(&mut out, &world, &uids, Some(1));
-    let mut op = slot.lock().await;
-    scan_metrics(&world.scan, &op).await;
-    op.stop().await?;
-    drop(op);
     secret_checks(&mut out, &world).await;
     Ok(out)
 }
@@ -788,19 +801,7 @@ pub async fn eda(ctx: &Ctx) -> anyhow::Result<Outcome> {
             ("CLOUDKIT_EDA_PROVISION_GRACE".into(), "10s".into()),
         ],
     );
-    let first = Operator::spawn(&config, world.dir.join("operator-000.log"))?;
-    let slot = Arc::new(AsyncMutex::new(first));
-    let stop = Arc::new(AtomicBool::new(false));
-    let kills = Arc::new(AtomicU64::new(0));
-    let task = killer(
-        Arc::clone(&world),
-        config,
-        Arc::clone(&slot),
-        ctx.seed,
-        Arc::clone(&stop),
-        Arc::clone(&kills),
-        (300, 2000),
-    );
+    let kill_loop = KillLoop::start(&world, config, ctx.seed, (300, 2000))?;
     let total = if ctx.quick { 10 } else { 30 };
     let uids = waves(
         &mut out,
@@ -812,12 +813,7 @@ pub async fn eda(ctx: &Ctx) -> anyhow::Result<Outcome> {
         |_| None,
     )
     .await;
-    stop.store(true, Ordering::Relaxed);
-    out.step(
-        "the kill loop ran without errors",
-        task.await.map_err(Into::into).and_then(|r| r),
-    );
-    out.number("SIGKILLs", kills.load(Ordering::Relaxed));
+    kill_loop.finish(&mut out, &world).await?;
     let stats = hook.stats();
     out.number(
         "webhook calls",
@@ -842,10 +838,6 @@ pub async fn eda(ctx: &Ctx) -> anyhow::Result<Outcome> {
         provisions == uids.len(),
         format!("{provisions} CIs called for, {} created", uids.len()),
     );
-    let mut op = slot.lock().await;
-    scan_metrics(&world.scan, &op).await;
-    op.stop().await?;
-    drop(op);
     secret_checks(&mut out, &world).await;
     Ok(out)
 }
