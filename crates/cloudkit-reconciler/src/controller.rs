@@ -268,6 +268,7 @@ async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
         return observed;
     };
     let now = Timestamp::now();
+    let fresh_result = reports_new_result(ci, status);
     for job in status.jobs.iter().filter(|j| !j.is_terminal()) {
         let Some(provider) = ctx.registry.for_job(job) else {
             continue;
@@ -293,7 +294,7 @@ async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
             continue;
         }
         let key = (uid.to_string(), job.job_id.clone());
-        if provider.polls_remotely() {
+        if provider.polls_remotely() && !(job.job_type == JobType::Provision && fresh_result) {
             // Our own status writes wake the reconciler too; they are no reason to ask again.
             let recently = ctx
                 .memory()
@@ -607,9 +608,50 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{}...", &s[..end])
 }
 
+/// The automation has just reported the desired configuration (the reconciled-version
+/// annotation is new to the status): its job is likely over, so it is polled in this pass even
+/// if it was polled a moment ago, and its end is written together with the annotation's copy.
+fn reports_new_result(ci: &ComputeInstance, status: &ComputeInstanceStatus) -> bool {
+    let annotation = ci
+        .annotations()
+        .get(cloudkit_api::metadata::RECONCILED_CONFIG_VERSION_ANNOTATION);
+    annotation.is_some_and(|a| {
+        !a.is_empty()
+            && status.desired_config_version.as_deref() == Some(a.as_str())
+            && status.reconciled_config_version.as_deref() != Some(a.as_str())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_reconciled_annotation_is_a_reason_to_poll_at_once() {
+        let mut ci =
+            ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
+        let mut st = ComputeInstanceStatus {
+            desired_config_version: Some("v2".into()),
+            reconciled_config_version: Some("v1".into()),
+            ..ComputeInstanceStatus::default()
+        };
+        assert!(!reports_new_result(&ci, &st), "no annotation");
+        let annotate = |ci: &mut ComputeInstance, v: &str| {
+            ci.annotations_mut().insert(
+                cloudkit_api::metadata::RECONCILED_CONFIG_VERSION_ANNOTATION.into(),
+                v.into(),
+            );
+        };
+        annotate(&mut ci, "v1");
+        assert!(!reports_new_result(&ci, &st), "the old version");
+        annotate(&mut ci, "v2");
+        assert!(
+            reports_new_result(&ci, &st),
+            "the desired version, not copied yet"
+        );
+        st.reconciled_config_version = Some("v2".into());
+        assert!(!reports_new_result(&ci, &st), "already copied");
+    }
     use cloudkit_api::{JobState, JobStatus, Phase};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
