@@ -346,6 +346,23 @@ impl Simulator {
         lock(&self.shared.log).entries.iter().cloned().collect()
     }
 
+    /// The counters and the last `last` requests, newest first, one per line: for the failure
+    /// messages of tests.
+    pub fn diagnostics(&self, last: usize) -> String {
+        let log: Vec<String> = lock(&self.shared.log)
+            .entries
+            .iter()
+            .rev()
+            .take(last)
+            .map(|r| format!("{r:?}"))
+            .collect();
+        format!(
+            "simulator stats={:?}\nlast requests:\n{}\n",
+            self.stats(),
+            log.join("\n")
+        )
+    }
+
     /// Empties the request log.
     pub fn clear_requests(&self) {
         lock(&self.shared.log).entries.clear();

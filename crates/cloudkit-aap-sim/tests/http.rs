@@ -815,6 +815,18 @@ async fn fault_errors_with_path_filter_and_reproducible_seed() {
 }
 
 #[tokio::test]
+async fn diagnostics_name_the_counters_and_the_newest_requests() {
+    let (h, c) = standard().await;
+    c.get("/api/v2/me/").await;
+    c.get("/api/v2/config/").await;
+    let text = h.simulator().diagnostics(1);
+    assert!(text.contains("requests: 2"), "{text}");
+    assert!(text.contains("/api/v2/config/"), "{text}");
+    assert!(!text.contains("/api/v2/me/"), "only the newest one: {text}");
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn fault_latency() {
     let (h, c) = standard().await;
     h.simulator()

@@ -207,19 +207,7 @@ fn describe(ci: Option<&ComputeInstance>, sim: Option<&SimHandle>) -> String {
         ));
     }
     if let Some(sim) = sim {
-        let log: Vec<String> = sim
-            .simulator()
-            .requests()
-            .iter()
-            .rev()
-            .take(30)
-            .map(|r| format!("{r:?}"))
-            .collect();
-        out.push_str(&format!(
-            "simulator stats={:?}\nlast requests:\n{}\n",
-            sim.simulator().stats(),
-            log.join("\n")
-        ));
+        out.push_str(&sim.simulator().diagnostics(30));
     }
     out.push_str(&format!("apiserver log tail:\n{}", env().log_tails()));
     out

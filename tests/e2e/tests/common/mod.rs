@@ -976,19 +976,8 @@ impl Scene {
             out.push('\n');
         }
         if let Some(sim) = &self.sim {
-            let log: Vec<String> = sim
-                .simulator()
-                .requests()
-                .iter()
-                .rev()
-                .take(20)
-                .map(|r| format!("{r:?}"))
-                .collect();
-            out.push_str(&format!(
-                "--- simulator stats={:?}, last requests ---\n{}\n",
-                sim.simulator().stats(),
-                log.join("\n")
-            ));
+            out.push_str("--- simulator ---\n");
+            out.push_str(&sim.simulator().diagnostics(20));
         }
         out.push_str(&env().log_tails());
         out
