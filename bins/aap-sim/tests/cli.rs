@@ -32,15 +32,7 @@ async fn serves_until_sigterm() {
             .unwrap(),
     );
     let child = &mut child.0;
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("first line: {first:?}"))
-        .to_owned();
+    let url = listening_url(child);
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
 
     let http = reqwest::Client::new();
@@ -92,6 +84,19 @@ fn bad_flags_are_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The URL the simulator prints on its first line (`listening on <url>`).
+fn listening_url(child: &mut std::process::Child) -> String {
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    first
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("first line: {first:?}"))
+        .to_owned()
 }
 
 /// SIGTERM, then waits (up to 10 s) for a successful exit.
@@ -164,15 +169,7 @@ async fn runner_jobs_and_their_processes_end_with_the_server() {
             .unwrap(),
     );
     let child = &mut child.0;
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let url = first
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let url = listening_url(child);
     let http = reqwest::Client::new();
     let launch = |vars: serde_json::Value| {
         let http = http.clone();

@@ -58,6 +58,17 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 7] = [
+        JobState::Pending,
+        JobState::Waiting,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Canceled,
+        JobState::Unknown,
+    ];
+
     /// `Succeeded`, `Failed` and `Canceled` are terminal: the job will not change again.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -277,15 +288,7 @@ mod tests {
         for t in JobType::ALL {
             assert_eq!(serde_json::to_value(t).ok(), Some(t.as_str().into()));
         }
-        for s in [
-            JobState::Pending,
-            JobState::Waiting,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Canceled,
-            JobState::Unknown,
-        ] {
+        for s in JobState::ALL {
             assert_eq!(serde_json::to_value(s).ok(), Some(s.to_string().into()));
         }
         for p in [ProviderKind::Aap, ProviderKind::Eda] {

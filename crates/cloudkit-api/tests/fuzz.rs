@@ -209,17 +209,7 @@ fn any_type_text() -> impl Strategy<Value = String> {
 }
 
 fn any_state() -> impl Strategy<Value = JobState> {
-    prop::sample::select(
-        &[
-            JobState::Pending,
-            JobState::Waiting,
-            JobState::Running,
-            JobState::Succeeded,
-            JobState::Failed,
-            JobState::Canceled,
-            JobState::Unknown,
-        ][..],
-    )
+    prop::sample::select(&JobState::ALL[..])
 }
 
 fn any_job_type() -> impl Strategy<Value = JobType> {
