@@ -220,6 +220,16 @@ fn processes() -> Vec<ProcStat> {
     .collect()
 }
 
+/// The simulator's own process group and session, as `/proc/self/stat` gives them. Either is 0
+/// when its leader lives outside this PID namespace (a container, `unshare --pid`), which the
+/// `getpgrp`/`getsid` wrappers do not allow for, so they are read from `/proc` instead.
+fn own_group_and_session() -> (i32, i32) {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| parse_stat(0, &stat))
+        .map_or((0, 0), |me| (me.pgrp, me.session))
+}
+
 /// The process groups of one job: the leader's (it was started as a group leader), and those of
 /// its descendants, learnt while they can still be found.
 #[derive(Debug)]
@@ -244,10 +254,7 @@ impl ProcessTree {
         for p in &procs {
             children.entry(p.ppid).or_default().push(*p);
         }
-        let own_group = rustix::process::getpgrp().as_raw_nonzero().get();
-        let own_session = rustix::process::getsid(None)
-            .map(|p| p.as_raw_nonzero().get())
-            .unwrap_or(own_group);
+        let (own_group, own_session) = own_group_and_session();
         let mut groups = lock(&self.groups);
         let mut stack = vec![self.leader];
         let mut seen = BTreeSet::new();
