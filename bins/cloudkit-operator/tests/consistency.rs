@@ -11,21 +11,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudkit_aap_sim::Outcome;
+use cloudkit_api::intent::{status_never_written, with_recorded_intent};
 use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType};
 use cloudkit_provider::{Provider, ProviderRegistry};
 use cloudkit_reconciler::{Context, Metrics};
 use common::*;
+use kube::ResourceExt;
 
 fn spec() -> ComputeInstanceSpec {
     ComputeInstanceSpec::for_template("test_template")
 }
 
+/// Waits for the first provision intent of a new CI: recorded with the finalizer, in the
+/// provision-intent annotation, before any status write.
 async fn intent_recorded(api: &kube::Api<ComputeInstance>, name: &str) -> ComputeInstance {
-    wait_for(api, name, None, "a recorded provision intent", |ci| {
-        latest(ci, JobType::Provision)
+    let ci = wait_for(api, name, None, "a recorded provision intent", |ci| {
+        latest(&with_recorded_intent(ci), JobType::Provision)
             .is_some_and(|j| j.job_id.is_empty() && j.launch_key.is_some())
     })
-    .await
+    .await;
+    assert!(
+        ci.finalizers()
+            .contains(&cloudkit_api::metadata::FINALIZER.to_string()),
+        "the intent travels with the finalizer"
+    );
+    assert!(
+        status_never_written(ci.status.as_ref()),
+        "no status write before the launch: {:?}",
+        ci.status
+    );
+    with_recorded_intent(&ci).into_owned()
 }
 
 async fn crash_and_recover(after_launch: bool) {

@@ -23,6 +23,7 @@
 mod compute_instance;
 mod config_version;
 pub mod history;
+pub mod intent;
 mod job;
 pub mod metadata;
 

@@ -21,6 +21,11 @@ pub const MANAGEMENT_STATE_ANNOTATION: &str = "cloudkit.openshift.io/management-
 /// Annotation a user changes to a new value to run a failed provision or deprovision again.
 pub const RETRY_ANNOTATION: &str = "cloudkit.openshift.io/retry";
 
+/// Annotation in which the operator records the first provision intent of a new CI, together
+/// with its finalizer; it counts only until the operator first writes the status (see
+/// [`crate::intent`]).
+pub const PROVISION_INTENT_ANNOTATION: &str = "cloudkit.openshift.io/provision-intent";
+
 /// Label set by the fulfillment service; carried through untouched.
 pub const UUID_LABEL: &str = "cloudkit.openshift.io/computeinstance-uuid";
 

@@ -10,8 +10,9 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloudkit_api::metadata::FINALIZER;
-use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobType, ProviderKind};
+use cloudkit_api::intent::{status_never_written, with_recorded_intent};
+use cloudkit_api::metadata::{FINALIZER, PROVISION_INTENT_ANNOTATION};
+use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobStatus, JobType, ProviderKind};
 use cloudkit_provider::{CancelOutcome, Launch, Provider, ProviderError, ProviderRegistry};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
@@ -23,7 +24,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::decide::{Action, EventSpec, EventType, FinalizerChange, Observed, decide};
+use crate::decide::{Action, EventSpec, EventType, FinalizerChange, Observed, Plan, decide};
 use crate::metrics::Metrics;
 use crate::outcome::{LaunchAnswer, apply_launch_answer};
 use crate::settings::{Capabilities, Settings};
@@ -175,10 +176,13 @@ pub async fn reconcile(ci: Arc<ComputeInstance>, ctx: Arc<Context>) -> Result<Re
     result
 }
 
-async fn reconcile_inner(ci: &ComputeInstance, ctx: &Context) -> Result<Requeue, Error> {
-    let (Some(namespace), Some(_)) = (ci.namespace(), ci.metadata.name.as_ref()) else {
+async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue, Error> {
+    let (Some(namespace), Some(_)) = (raw.namespace(), raw.metadata.name.as_ref()) else {
         return Err(Error::Incomplete);
     };
+    // A first provision intent recorded with the finalizer counts as part of the status.
+    let view = with_recorded_intent(raw);
+    let ci: &ComputeInstance = &view;
     let api: Api<ComputeInstance> = Api::namespaced(ctx.client.clone(), &namespace);
     let uid = ci.uid().unwrap_or_default();
 
@@ -193,15 +197,22 @@ async fn reconcile_inner(ci: &ComputeInstance, ctx: &Context) -> Result<Requeue,
     }
 
     let mut current = ci.clone();
+    let first_intent = first_intent(raw, &plan);
     if plan.finalizer == FinalizerChange::Add {
-        match set_finalizer(&api, &current, true).await {
+        match set_finalizer(&api, &current, true, first_intent.as_ref()).await {
+            Ok(updated) if first_intent.is_some() => {
+                // The intent is recorded; the rest of the status goes with the launch's answer.
+                current = updated;
+                current.status.clone_from(&plan.status);
+            }
             Ok(updated) => current = updated,
             Err(e) if is_conflict(&e) => return Ok(Requeue::requeue(Duration::from_millis(200))),
             Err(e) => return Err(e.into()),
         }
     }
     // The object is about to go; its last status would be written for nobody.
-    let skip_status = plan.finalizer == FinalizerChange::Remove && plan.action.is_none();
+    let skip_status = (plan.finalizer == FinalizerChange::Remove && plan.action.is_none())
+        || first_intent.is_some();
     if let (Some(status), false) = (&plan.status, skip_status) {
         match write_status(&api, &current, status, &ctx.metrics).await {
             Ok(updated) => current = updated,
@@ -232,7 +243,7 @@ async fn reconcile_inner(ci: &ComputeInstance, ctx: &Context) -> Result<Requeue,
     }
 
     if remove_finalizer {
-        match set_finalizer(&api, &current, false).await {
+        match set_finalizer(&api, &current, false, None).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) if is_conflict(&e) => return Ok(Requeue::requeue(Duration::from_millis(200))),
@@ -407,7 +418,13 @@ async fn launch(
                 });
             }
             Err(e) if is_conflict(&e) => {
-                current = api.get_status(&name).await?;
+                let mut fresh = api.get_status(&name).await?;
+                fresh.managed_fields_mut().clear();
+                if status_never_written(fresh.status.as_ref()) {
+                    // Only the intent annotation holds the intent: keep the status being written.
+                    fresh.status = current.status.take();
+                }
+                current = fresh;
             }
             Err(e) => return Err(e.into()),
         }
@@ -514,12 +531,35 @@ const STATUS_FIELDS: [&str; 6] = [
     "jobs",
 ];
 
+/// A new CI's first provision intent, when this pass adds the finalizer and launches it: it is
+/// then written in the finalizer's patch instead of a status write of its own
+/// (`cloudkit_api::intent`).
+fn first_intent(raw: &ComputeInstance, plan: &Plan) -> Option<JobStatus> {
+    let Some(Action::Launch {
+        job_type: JobType::Provision,
+        launch_key,
+        ..
+    }) = &plan.action
+    else {
+        return None;
+    };
+    if plan.finalizer != FinalizerChange::Add || !status_never_written(raw.status.as_ref()) {
+        return None;
+    }
+    let jobs = &plan.status.as_ref()?.jobs;
+    jobs.iter()
+        .find(|j| j.launch_key.as_ref() == Some(launch_key))
+        .cloned()
+}
+
 /// Adds or removes the operator's finalizer, keeping every other finalizer, with the object's
-/// resourceVersion as a precondition.
+/// resourceVersion as a precondition; with `intent`, records it in the provision-intent
+/// annotation in the same patch.
 async fn set_finalizer(
     api: &Api<ComputeInstance>,
     current: &ComputeInstance,
     present: bool,
+    intent: Option<&JobStatus>,
 ) -> Result<ComputeInstance, kube::Error> {
     let mut finalizers: Vec<String> = current
         .finalizers()
@@ -530,12 +570,16 @@ async fn set_finalizer(
     if present {
         finalizers.push(FINALIZER.to_string());
     }
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "metadata": {
             "resourceVersion": current.resource_version(),
             "finalizers": finalizers,
         }
     });
+    if let Some(job) = intent {
+        body["metadata"]["annotations"] =
+            serde_json::json!({ PROVISION_INTENT_ANNOTATION: cloudkit_api::intent::encode(job) });
+    }
     let mut updated = api
         .patch(
             &current.name_any(),

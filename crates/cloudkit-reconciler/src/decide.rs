@@ -245,7 +245,7 @@ pub fn decide(
         settings,
         now,
         plan: &mut plan,
-        ci_key: launch_scope(ci),
+        ci_key: cloudkit_api::intent::launch_scope(ci),
         provider_error: None,
         launch_not_before: observed.launch_not_before,
         launch_refusal: observed.launch_refusal.clone(),
@@ -886,17 +886,6 @@ fn latest_successful_config(jobs: &[JobStatus]) -> Option<&str> {
         }
     }
     best.and_then(|j| j.config_version.as_deref())
-}
-
-fn launch_scope(ci: &ComputeInstance) -> String {
-    match &ci.metadata.uid {
-        Some(uid) => uid.clone(),
-        None => format!(
-            "{}/{}",
-            ci.metadata.namespace.as_deref().unwrap_or_default(),
-            ci.metadata.name.as_deref().unwrap_or_default()
-        ),
-    }
 }
 
 fn display_id(job: &JobStatus) -> &str {

@@ -1,13 +1,16 @@
 //! The floor for create-to-launch latency: a launcher with no logic that does what must happen
-//! before a launch in the operator's design (its finalizer, the intent in the status), then the
-//! launch and the write of the job id, for each new CI, with the operator's default concurrency.
+//! before a launch in the operator's design (its finalizer and the intent, in one metadata patch),
+//! then the launch and the write of the job id, for each new CI, with the operator's default
+//! concurrency.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use cloudkit_api::metadata::FINALIZER;
-use cloudkit_api::{ComputeInstance, JobState, JobStatus, JobType, ProviderKind};
+use cloudkit_api::metadata::{FINALIZER, PROVISION_INTENT_ANNOTATION};
+use cloudkit_api::{
+    ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType, ProviderKind,
+};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -83,16 +86,6 @@ async fn launch(
 ) -> anyhow::Result<()> {
     let name = ci.name_any();
     let params = PatchParams::default();
-    let ci = api
-        .patch(
-            &name,
-            &params,
-            &Patch::Merge(json!({"metadata": {
-                "resourceVersion": ci.resource_version(),
-                "finalizers": [FINALIZER],
-            }})),
-        )
-        .await?;
     let version = cloudkit_api::config_version(&ci.spec);
     let key = format!("{}/provision/{version}/1", ci.uid().unwrap_or_default());
     let mut job = JobStatus::new(
@@ -105,16 +98,21 @@ async fn launch(
     job.config_version = Some(version.clone());
     job.launch_key = Some(key.clone());
     job.attempt = Some(1);
-    let ci = api
-        .patch_status(
+    let mut ci = api
+        .patch(
             &name,
             &params,
-            &Patch::Merge(json!({
-                "metadata": {"resourceVersion": ci.resource_version()},
-                "status": {"phase": "Starting", "desiredConfigVersion": version, "jobs": [job]},
-            })),
+            &Patch::Merge(json!({"metadata": {
+                "resourceVersion": ci.resource_version(),
+                "finalizers": [FINALIZER],
+                "annotations": {PROVISION_INTENT_ANNOTATION: cloudkit_api::intent::encode(&job)},
+            }})),
         )
         .await?;
+    ci.status = Some(ComputeInstanceStatus {
+        desired_config_version: Some(version.clone()),
+        ..ComputeInstanceStatus::default()
+    });
     let answer: serde_json::Value = http
         .post(url)
         .bearer_auth(sim::TOKEN)
@@ -135,7 +133,7 @@ async fn launch(
     api.patch_status(
         &name,
         &params,
-        &Patch::Merge(json!({"status": {"jobs": [job]}})),
+        &Patch::Merge(json!({"status": {"phase": "Starting", "desiredConfigVersion": version, "jobs": [job]}})),
     )
     .await?;
     Ok(())
