@@ -335,8 +335,11 @@ async fn delete_during_provision_cancels_then_deprovisions_once() {
         "the run was interrupted, not finished: it took {ran:?}"
     );
     let out = sim_stdout(sim, &provision_id).await;
+    // Ansible usually reports the interrupt as "User interrupted execution"; when SIGINT lands
+    // inside a handler whose exceptions Python ignores, it only prints the KeyboardInterrupt and
+    // the simulator's SIGKILL after the grace period ends the run.
     assert!(
-        out.contains("User interrupted execution")
+        (out.contains("User interrupted execution") || out.contains("KeyboardInterrupt"))
             && !out.contains("TASK [Report the applied configuration version]"),
         "stopped in the middle of its work:\n{out}"
     );
