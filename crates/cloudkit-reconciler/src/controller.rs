@@ -144,10 +144,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store();
-    // Managed fields are a large share of every object and the operator never reads them.
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(|ci: &mut ComputeInstance| ci.managed_fields_mut().clear())
+        .modify(slim)
         .reflect(writer)
         .touched_objects();
     Controller::for_stream(stream, reader)
@@ -419,7 +418,7 @@ async fn launch(
             }
             Err(e) if is_conflict(&e) => {
                 let mut fresh = api.get_status(&name).await?;
-                fresh.managed_fields_mut().clear();
+                slim(&mut fresh);
                 if status_never_written(fresh.status.as_ref()) {
                     // Only the intent annotation holds the intent: keep the status being written.
                     fresh.status = current.status.take();
@@ -510,7 +509,7 @@ async fn write_status(
     let mut updated = api
         .patch_status(&current.name_any(), &patch_params(), &Patch::Merge(&body))
         .await?;
-    updated.managed_fields_mut().clear();
+    slim(&mut updated);
     Ok(updated)
 }
 
@@ -587,7 +586,7 @@ async fn set_finalizer(
             &Patch::Merge(&body),
         )
         .await?;
-    updated.managed_fields_mut().clear();
+    slim(&mut updated);
     Ok(updated)
 }
 
@@ -610,6 +609,19 @@ async fn publish(ctx: &Context, ci: &ComputeInstance, events: Vec<EventSpec>) {
         if let Err(err) = ctx.recorder.publish(&event, &reference).await {
             debug!(error = %err, "publishing an event");
         }
+    }
+}
+
+/// kubectl's copy of the whole object, on CIs created or updated with `kubectl apply`.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drops what the operator never reads, from every object it keeps (the cache holds thousands)
+/// and sends to the automation: managed fields, a large share of every object, and kubectl's
+/// last-applied copy, which would double the size of an applied CI.
+fn slim(ci: &mut ComputeInstance) {
+    ci.managed_fields_mut().clear();
+    if let Some(annotations) = ci.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
     }
 }
 
@@ -731,6 +743,43 @@ mod tests {
         let mut want = STATUS_FIELDS.to_vec();
         want.sort_unstable();
         assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn slim_drops_what_is_never_read_and_keeps_the_rest() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let mut ci =
+            ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
+        ci.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        ci.metadata.annotations = Some(
+            [
+                (
+                    LAST_APPLIED_ANNOTATION.to_string(),
+                    "{\"kind\":\"ComputeInstance\"}".to_string(),
+                ),
+                (
+                    cloudkit_api::metadata::RETRY_ANNOTATION.to_string(),
+                    "1".to_string(),
+                ),
+            ]
+            .into(),
+        );
+        slim(&mut ci);
+        assert_eq!(ci.metadata.managed_fields, Some(vec![]));
+        assert_eq!(
+            ci.metadata.annotations,
+            Some(
+                [(
+                    cloudkit_api::metadata::RETRY_ANNOTATION.to_string(),
+                    "1".to_string()
+                )]
+                .into()
+            )
+        );
+        let mut bare =
+            ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
+        slim(&mut bare);
+        assert_eq!(bare.metadata.annotations, None, "no empty map is made up");
     }
 
     #[test]
