@@ -50,7 +50,7 @@ fn state(ci: &ComputeInstance) -> State {
 pub struct Milestones {
     /// The operator's finalizer.
     pub finalizer: Option<Instant>,
-    /// A provision job in the status (the intent).
+    /// A provision job in the status, or the first intent in its annotation.
     pub intent: Option<Instant>,
     /// A provision job with an id.
     pub launched: Option<Instant>,
@@ -72,7 +72,9 @@ fn milestones(map: &MilestoneMap, ci: &ComputeInstance, at: Instant) {
         .iter()
         .flatten()
         .any(|f| f == cloudkit_api::metadata::FINALIZER);
-    let status = ci.status.as_ref();
+    // The first intent of a new CI is recorded with the finalizer, in an annotation.
+    let view = cloudkit_api::intent::with_recorded_intent(ci);
+    let status = view.status.as_ref();
     let provision = status.and_then(|s| {
         s.jobs
             .iter()
