@@ -154,6 +154,13 @@ async fn a_conflict_on_recording_the_answer_keeps_the_job_id() {
         .filter(|r| r.path.contains("_templates/") && r.path.ends_with("/jobs/"))
         .count();
     assert_eq!(lookups, 0);
+    assert!(
+        op.metrics
+            .render()
+            .contains("cloudkit_write_conflicts_total{write=\"answer\"} 1"),
+        "the refused write is counted:\n{}",
+        op.metrics.render()
+    );
     wait_for(&api, "vm", Some(&sim), "the job to finish", |ci| {
         latest(ci, JobType::Provision)
             .is_some_and(|j| j.job_id == job.job_id && j.state == JobState::Succeeded)

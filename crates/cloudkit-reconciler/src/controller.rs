@@ -205,7 +205,10 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
                 current.status.clone_from(&plan.status);
             }
             Ok(updated) => current = updated,
-            Err(e) if is_conflict(&e) => return Ok(Requeue::requeue(Duration::from_millis(200))),
+            Err(e) if is_conflict(&e) => {
+                ctx.metrics.write_conflict("finalizer");
+                return Ok(Requeue::requeue(Duration::from_millis(200)));
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -216,7 +219,10 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
         match write_status(&api, &current, status, &ctx.metrics).await {
             Ok(updated) => current = updated,
             // Worked from a stale object: the fresh one is on its way through the watch.
-            Err(e) if is_conflict(&e) => return Ok(Requeue::requeue(Duration::from_millis(200))),
+            Err(e) if is_conflict(&e) => {
+                ctx.metrics.write_conflict("status");
+                return Ok(Requeue::requeue(Duration::from_millis(200)));
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -245,7 +251,10 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
         match set_finalizer(&api, &current, false, None).await {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) if is_conflict(&e) => return Ok(Requeue::requeue(Duration::from_millis(200))),
+            Err(e) if is_conflict(&e) => {
+                ctx.metrics.write_conflict("finalizer");
+                return Ok(Requeue::requeue(Duration::from_millis(200)));
+            }
             Err(e) => return Err(e.into()),
         }
         forget(ctx, &uid);
@@ -417,6 +426,7 @@ async fn launch(
                 });
             }
             Err(e) if is_conflict(&e) => {
+                ctx.metrics.write_conflict("answer");
                 let mut fresh = api.get_status(&name).await?;
                 slim(&mut fresh);
                 if status_never_written(fresh.status.as_ref()) {

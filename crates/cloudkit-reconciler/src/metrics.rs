@@ -25,6 +25,7 @@ pub struct Metrics {
     provider_requests: Family<Labels, Histogram>,
     provider_errors: Family<Labels, Counter>,
     status_writes: Counter,
+    write_conflicts: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -51,6 +52,7 @@ impl Metrics {
         });
         let provider_errors = Family::<Labels, Counter>::default();
         let status_writes = Counter::default();
+        let write_conflicts = Family::<Labels, Counter>::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -92,6 +94,12 @@ impl Metrics {
             "Status writes sent to the API server",
             status_writes.clone(),
         );
+        registry.register(
+            "write_conflicts",
+            "Writes the API server refused with 409 Conflict (decided from an object that had \
+             changed since), by write: finalizer, status, or answer (a launch's outcome)",
+            write_conflicts.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -103,6 +111,7 @@ impl Metrics {
             provider_requests,
             provider_errors,
             status_writes,
+            write_conflicts,
         }
     }
 
@@ -185,6 +194,12 @@ impl Metrics {
     pub(crate) fn status_written(&self) {
         self.status_writes.inc();
     }
+
+    pub(crate) fn write_conflict(&self, write: &'static str) {
+        self.write_conflicts
+            .get_or_create(&vec![("write", write.to_string())])
+            .inc();
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +225,7 @@ mod tests {
             Some("Transport"),
         );
         m.status_written();
+        m.write_conflict("answer");
         let text = m.render();
         for needle in [
             "cloudkit_reconciles_total 1",
@@ -219,6 +235,7 @@ mod tests {
             "cloudkit_job_duration_seconds_sum{type=\"provision\",provider=\"aap\"} 140",
             "cloudkit_provider_request_errors_total{provider=\"eda\",operation=\"launch\",kind=\"Transport\"} 1",
             "cloudkit_status_writes_total 1",
+            "cloudkit_write_conflicts_total{write=\"answer\"} 1",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

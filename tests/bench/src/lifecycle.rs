@@ -119,6 +119,10 @@ pub struct Lifecycle {
     pub max_launches_per_key: u64,
     /// The operator's own count of status writes.
     pub operator_status_writes: f64,
+    /// The operator's own count of its writes refused with 409, by write (finalizer, status,
+    /// answer). Absent in results of older runs.
+    #[serde(default)]
+    pub operator_conflicts: std::collections::BTreeMap<String, f64>,
     pub reconciles: f64,
     pub operator_memory: Memory,
     pub load_before: f64,
@@ -306,6 +310,14 @@ pub async fn run_operator(
         Automation::Eda(_) => (0, 0),
     };
     let operator_status_writes = operator.counter("cloudkit_status_writes_total").await?;
+    let mut operator_conflicts = std::collections::BTreeMap::new();
+    for sample in operator.metrics().await? {
+        if sample.name == "cloudkit_write_conflicts_total"
+            && let Some(write) = sample.labels.get("write")
+        {
+            *operator_conflicts.entry(write.clone()).or_insert(0.0) += sample.value;
+        }
+    }
     let reconciles = operator.counter("cloudkit_reconciles_total").await?;
     let operator_memory = operator.memory()?;
     let load_after = probe::loadavg();
@@ -326,6 +338,7 @@ pub async fn run_operator(
         launches,
         max_launches_per_key,
         operator_status_writes,
+        operator_conflicts,
         reconciles,
         operator_memory,
         load_before,

@@ -65,11 +65,12 @@ fn writes_section(out: &mut String, l: &Lifecycle) {
         "Operator per lifecycle: **{:.2} writes without events** ({p:.2} provisioning + \
          {d:.2} deleting), {:.2} with events ({pe:.2} + {de:.2} event writes). Its own \
          `cloudkit_status_writes_total`: {:.2} per CI. Writes refused with 409 Conflict \
-         (counted above): {:.0} in all. Verbs: provision {}; delete {}.\n",
+         (counted above): {:.0} in all{}. Verbs: provision {}; delete {}.\n",
         p + d,
         p + d + pe + de,
         l.operator_status_writes / n as f64,
         l.conflicts,
+        operator_conflicts(l),
         l.provision.operator.describe(n as f64),
         l.delete.operator.describe(n as f64),
     );
@@ -452,6 +453,20 @@ pub fn update_performance_md(path: &Path, markdown: &str) -> anyhow::Result<()> 
     };
     std::fs::write(path, updated).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// ", the operator's: 3 finalizer, 5 status, 2 answer", from its own metric; empty for runs
+/// recorded before the metric existed.
+fn operator_conflicts(l: &Lifecycle) -> String {
+    if l.operator_conflicts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = l
+        .operator_conflicts
+        .iter()
+        .map(|(write, count)| format!("{count:.0} {write}"))
+        .collect();
+    format!(", the operator's: {}", parts.join(", "))
 }
 
 #[cfg(test)]
