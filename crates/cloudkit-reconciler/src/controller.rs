@@ -66,6 +66,26 @@ struct Memory {
     cancels: HashSet<(String, String)>,
     /// When each (uid, job id) was last polled over the network.
     polled: HashMap<(String, String), Instant>,
+    /// Per CI uid: the resourceVersions the last pass's own writes replaced. The cache can still
+    /// hand out such a version for a moment; a pass over it would only be refused with 409.
+    superseded: HashMap<String, Vec<String>>,
+}
+
+impl Memory {
+    /// Whether `rv` is a version of `uid` that the last pass over it replaced with its own
+    /// writes. A pass over any other version (a newer one, or one changed by someone else) ends
+    /// the record.
+    fn is_superseded(&mut self, uid: &str, rv: &str) -> bool {
+        if self
+            .superseded
+            .get(uid)
+            .is_some_and(|r| r.iter().any(|v| v == rv))
+        {
+            return true;
+        }
+        self.superseded.remove(uid);
+        false
+    }
 }
 
 /// Shared state of all reconcile passes.
@@ -184,6 +204,13 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
     let ci: &ComputeInstance = &view;
     let api: Api<ComputeInstance> = Api::namespaced(ctx.client.clone(), &namespace);
     let uid = ci.uid().unwrap_or_default();
+    if is_superseded(ctx, &uid, raw) {
+        // The version this pass would write is on its way through the watch; the wake-up it
+        // brings runs the pass on it. The requeue is only a bound in case it never comes.
+        debug!("skipping a pass over a version this operator has already replaced");
+        return Ok(Requeue::requeue(Duration::from_secs(1)));
+    }
+    let mut replaced = Vec::new();
 
     let observed = observe(ci, ctx, &uid).await;
     let now = Timestamp::now();
@@ -201,10 +228,14 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
         match set_finalizer(&api, &current, true, first_intent.as_ref()).await {
             Ok(updated) if first_intent.is_some() => {
                 // The intent is recorded; the rest of the status goes with the launch's answer.
+                replaced.extend(replaced_version(&current, &updated));
                 current = updated;
                 current.status.clone_from(&plan.status);
             }
-            Ok(updated) => current = updated,
+            Ok(updated) => {
+                replaced.extend(replaced_version(&current, &updated));
+                current = updated;
+            }
             Err(e) if is_conflict(&e) => {
                 ctx.metrics.write_conflict("finalizer");
                 return Ok(Requeue::requeue(Duration::from_millis(200)));
@@ -217,7 +248,10 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
         || first_intent.is_some();
     if let (Some(status), false) = (&plan.status, skip_status) {
         match write_status(&api, &current, status, &ctx.metrics).await {
-            Ok(updated) => current = updated,
+            Ok(updated) => {
+                replaced.extend(replaced_version(&current, &updated));
+                current = updated;
+            }
             // Worked from a stale object: the fresh one is on its way through the watch.
             Err(e) if is_conflict(&e) => {
                 ctx.metrics.write_conflict("status");
@@ -237,6 +271,7 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
             let outcome =
                 launch(ctx, &api, current, *provider, *job_type, launch_key, &uid).await?;
             current = outcome.current;
+            replaced.extend(outcome.replaced);
             events.extend(outcome.events);
             remove_finalizer |= outcome.remove_finalizer;
             requeue = min_opt(requeue, outcome.requeue_after);
@@ -258,6 +293,8 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
             Err(e) => return Err(e.into()),
         }
         forget(ctx, &uid);
+    } else if !replaced.is_empty() {
+        ctx.memory().superseded.insert(uid.clone(), replaced);
     }
 
     publish(ctx, &current, events).await;
@@ -345,6 +382,8 @@ async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
 
 struct LaunchOutcome {
     current: ComputeInstance,
+    /// The resourceVersion the answer's write replaced, if it was written.
+    replaced: Option<String>,
     events: Vec<EventSpec>,
     remove_finalizer: bool,
     requeue_after: Option<Duration>,
@@ -419,6 +458,7 @@ async fn launch(
                         .insert((uid.to_string(), job.job_id.clone()), Instant::now());
                 }
                 return Ok(LaunchOutcome {
+                    replaced: replaced_version(&current, &updated),
                     current: updated,
                     events: effect.events,
                     remove_finalizer: effect.remove_finalizer,
@@ -440,6 +480,7 @@ async fn launch(
     }
     Ok(LaunchOutcome {
         current,
+        replaced: None,
         events: Vec::new(),
         remove_finalizer: false,
         requeue_after: Some(Duration::from_secs(1)),
@@ -635,8 +676,21 @@ fn slim(ci: &mut ComputeInstance) {
     }
 }
 
+/// The resourceVersion a write replaced: `before`'s, unless the write changed nothing (the API
+/// server then keeps the version, and that version is current, not superseded).
+fn replaced_version(before: &ComputeInstance, after: &ComputeInstance) -> Option<String> {
+    let old = before.resource_version()?;
+    (after.resource_version().as_ref() != Some(&old)).then_some(old)
+}
+
+fn is_superseded(ctx: &Context, uid: &str, ci: &ComputeInstance) -> bool {
+    let rv = ci.resource_version().unwrap_or_default();
+    ctx.memory().is_superseded(uid, &rv)
+}
+
 fn forget(ctx: &Context, uid: &str) {
     let mut memory = ctx.memory();
+    memory.superseded.remove(uid);
     memory.not_before.remove(uid);
     memory.cancels.retain(|(u, _)| u != uid);
     memory.polled.retain(|(u, _), _| u != uid);
@@ -790,6 +844,35 @@ mod tests {
             ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
         slim(&mut bare);
         assert_eq!(bare.metadata.annotations, None, "no empty map is made up");
+    }
+
+    #[test]
+    fn versions_replaced_by_own_writes_are_skipped_until_a_newer_one_is_seen() {
+        let mut memory = Memory::default();
+        assert!(!memory.is_superseded("u", "5"), "nothing recorded");
+        memory
+            .superseded
+            .insert("u".into(), vec!["5".into(), "6".into()]);
+        assert!(memory.is_superseded("u", "5"));
+        assert!(memory.is_superseded("u", "6"));
+        assert!(!memory.is_superseded("v", "5"), "another CI");
+        assert!(!memory.is_superseded("u", "7"), "the version written last");
+        assert!(
+            !memory.is_superseded("u", "5"),
+            "the record ends with the first pass over a current version"
+        );
+    }
+
+    #[test]
+    fn a_write_that_changed_nothing_replaced_no_version() {
+        let at = |rv: &str| {
+            let mut ci =
+                ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
+            ci.metadata.resource_version = Some(rv.into());
+            ci
+        };
+        assert_eq!(replaced_version(&at("5"), &at("6")), Some("5".into()));
+        assert_eq!(replaced_version(&at("5"), &at("5")), None);
     }
 
     #[test]
