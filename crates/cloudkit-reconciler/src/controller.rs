@@ -225,39 +225,22 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
     let mut current = ci.clone();
     let first_intent = first_intent(raw, &plan);
     if plan.finalizer == FinalizerChange::Add {
-        match set_finalizer(&api, &current, true, first_intent.as_ref()).await {
-            Ok(updated) if first_intent.is_some() => {
-                // The intent is recorded; the rest of the status goes with the launch's answer.
-                replaced.extend(replaced_version(&current, &updated));
-                current = updated;
-                current.status.clone_from(&plan.status);
-            }
-            Ok(updated) => {
-                replaced.extend(replaced_version(&current, &updated));
-                current = updated;
-            }
-            Err(e) if is_conflict(&e) => {
-                ctx.metrics.write_conflict("finalizer");
-                return Ok(Requeue::requeue(Duration::from_millis(200)));
-            }
-            Err(e) => return Err(e.into()),
+        let result = set_finalizer(&api, &current, true, first_intent.as_ref()).await;
+        if !advance(result, &mut current, &mut replaced, ctx, "finalizer")? {
+            return Ok(Requeue::requeue(STALE_RETRY));
+        }
+        if first_intent.is_some() {
+            // The intent is recorded; the rest of the status goes with the launch's answer.
+            current.status.clone_from(&plan.status);
         }
     }
     // The object is about to go; its last status would be written for nobody.
     let skip_status = (plan.finalizer == FinalizerChange::Remove && plan.action.is_none())
         || first_intent.is_some();
     if let (Some(status), false) = (&plan.status, skip_status) {
-        match write_status(&api, &current, status, &ctx.metrics).await {
-            Ok(updated) => {
-                replaced.extend(replaced_version(&current, &updated));
-                current = updated;
-            }
-            // Worked from a stale object: the fresh one is on its way through the watch.
-            Err(e) if is_conflict(&e) => {
-                ctx.metrics.write_conflict("status");
-                return Ok(Requeue::requeue(Duration::from_millis(200)));
-            }
-            Err(e) => return Err(e.into()),
+        let result = write_status(&api, &current, status, &ctx.metrics).await;
+        if !advance(result, &mut current, &mut replaced, ctx, "status")? {
+            return Ok(Requeue::requeue(STALE_RETRY));
         }
     }
 
@@ -288,7 +271,7 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
             Err(kube::Error::Api(s)) if s.code == 404 => {}
             Err(e) if is_conflict(&e) => {
                 ctx.metrics.write_conflict("finalizer");
-                return Ok(Requeue::requeue(Duration::from_millis(200)));
+                return Ok(Requeue::requeue(STALE_RETRY));
             }
             Err(e) => return Err(e.into()),
         }
@@ -667,12 +650,46 @@ async fn publish(ctx: &Context, ci: &ComputeInstance, events: Vec<EventSpec>) {
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drops what the operator never reads, from every object it keeps (the cache holds thousands)
-/// and sends to the automation: managed fields, a large share of every object, and kubectl's
-/// last-applied copy, which would double the size of an applied CI.
+/// and sends to the automation: managed fields, a large share of every object; kubectl's
+/// last-applied copy, which would double the size of an applied CI; and the first provision
+/// intent's annotation once the status is written and it is inert.
 fn slim(ci: &mut ComputeInstance) {
     ci.managed_fields_mut().clear();
+    let inert_intent = !status_never_written(ci.status.as_ref());
     if let Some(annotations) = ci.metadata.annotations.as_mut() {
         annotations.remove(LAST_APPLIED_ANNOTATION);
+        if inert_intent {
+            annotations.remove(PROVISION_INTENT_ANNOTATION);
+        }
+    }
+}
+
+/// When a pass that worked from a stale object runs again, unless the fresh object's watch event
+/// comes first.
+const STALE_RETRY: Duration = Duration::from_millis(200);
+
+/// Takes the result of one of a pass's writes: the written object becomes `current` (and the
+/// version it replaced is noted in `replaced`); `Ok(false)` when the API server refused it with
+/// 409, that is, the pass worked from a stale object and ends (the fresh object is on its way
+/// through the watch).
+fn advance(
+    result: Result<ComputeInstance, kube::Error>,
+    current: &mut ComputeInstance,
+    replaced: &mut Vec<String>,
+    ctx: &Context,
+    write: &'static str,
+) -> Result<bool, Error> {
+    match result {
+        Ok(updated) => {
+            replaced.extend(replaced_version(current, &updated));
+            *current = updated;
+            Ok(true)
+        }
+        Err(e) if is_conflict(&e) => {
+            ctx.metrics.write_conflict(write);
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -812,19 +829,17 @@ mod tests {
     #[test]
     fn slim_drops_what_is_never_read_and_keeps_the_rest() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let retry = pair(cloudkit_api::metadata::RETRY_ANNOTATION, "1");
+        let intent = pair(PROVISION_INTENT_ANNOTATION, "{}");
         let mut ci =
             ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
         ci.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
         ci.metadata.annotations = Some(
             [
-                (
-                    LAST_APPLIED_ANNOTATION.to_string(),
-                    "{\"kind\":\"ComputeInstance\"}".to_string(),
-                ),
-                (
-                    cloudkit_api::metadata::RETRY_ANNOTATION.to_string(),
-                    "1".to_string(),
-                ),
+                pair(LAST_APPLIED_ANNOTATION, "{\"kind\":\"ComputeInstance\"}"),
+                retry.clone(),
+                intent.clone(),
             ]
             .into(),
         );
@@ -832,13 +847,18 @@ mod tests {
         assert_eq!(ci.metadata.managed_fields, Some(vec![]));
         assert_eq!(
             ci.metadata.annotations,
-            Some(
-                [(
-                    cloudkit_api::metadata::RETRY_ANNOTATION.to_string(),
-                    "1".to_string()
-                )]
-                .into()
-            )
+            Some([retry.clone(), intent].into()),
+            "the intent counts while the status was never written"
+        );
+        ci.status = Some(ComputeInstanceStatus {
+            desired_config_version: Some("v1".into()),
+            ..ComputeInstanceStatus::default()
+        });
+        slim(&mut ci);
+        assert_eq!(
+            ci.metadata.annotations,
+            Some([retry].into()),
+            "then it is inert"
         );
         let mut bare =
             ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
