@@ -397,7 +397,8 @@ pub fn markdown(r: &Results) -> String {
              {} creates per contender, the contenders in namespaces of their own on one API server \
              and simulator, their rounds alternating. The columns before \
              the launch show where the time goes (p50, ms after the create returned, as the \
-             watch showed it): the operator's finalizer, then the intent in the status.\n\n\
+             watch showed it): the operator's finalizer, then the intent (for a new CI both come in one \
+             write, so the two columns agree).\n\n\
              | run | launch p50 | launch p99 | max | create call p50 | finalizer p50 | intent p50 | per round (p50 / p99) |\n\
              |---|---:|---:|---:|---:|---:|---:|---|",
             lat.per_round,
