@@ -676,11 +676,21 @@ pub async fn leader(ctx: &Ctx) -> anyhow::Result<Outcome> {
         !takeovers.is_empty(),
         "",
     );
-    // Observed by polling the Lease every 50 ms, and the new holder's write takes a round trip.
+    // A kill right after a renewal leaves the Lease valid for its whole duration, and no replica
+    // may take it before it expires; then the lease library force-releases the expired Lease and
+    // pauses 0.1 to 1 s (against collisions) before it locks it. The takeover is observed by
+    // polling the Lease every 50 ms, and the new holder's write takes a round trip (0.5 s).
     out.check(
-        &format!("every takeover within the Lease duration ({lease_secs} s, +0.5 s observation)"),
-        worst <= lease_secs as f64 + 0.5,
+        &format!(
+            "every takeover within the Lease duration ({lease_secs} s) plus the lease library's \
+             pause after expiry (at most 1 s) and observation (0.5 s)"
+        ),
+        worst <= lease_secs as f64 + 1.5,
         format!("{times:?}"),
+    );
+    out.number(
+        "takeovers later than the Lease duration itself",
+        times.iter().filter(|t| **t > lease_secs as f64).count(),
     );
     let mut ops = replicas.lock().await;
     for op in ops.iter() {
