@@ -119,7 +119,7 @@ for step in hack/testenv-install.sh hack/python-venv.sh; do
 done
 [ -x "$JAVA_HOME_17/bin/java" ] || die "Java 17 is missing at $JAVA_HOME_17 (apt-get install openjdk-17-jdk-headless)"
 [ -x "$KUBECTL" ] || die "kubectl is missing at $KUBECTL (hack/testenv-install.sh installs it)"
-cargo build -q -p cloudkit-operator -p aap-sim -p cloudkit-testenv --bins
+cargo build -q -p cloudkit-operator -p cloudkit-aap-sim -p cloudkit-testenv --bins
 
 if [ -d "$PIDS" ] && [ -n "$(ls -A "$PIDS" 2>/dev/null)" ] || [ -f "$TESTENV_DIR/pids" ]; then
   say "stopping the previous demo"

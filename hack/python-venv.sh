@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates, once, the Python virtualenv with the real Ansible clients that the fidelity tests of
-# the AAP simulator (crates/cloudkit-aap-sim) and the EDA tests drive: ansible-playbook with the
+# the AAP simulator (tests/aap-sim) and the EDA tests drive: ansible-playbook with the
 # awx.awx and kubernetes.core collections, and ansible-rulebook (which needs Java 17).
 #
 # The venv lives outside the repository, in $CLOUDKIT_PYTHON_VENV (default

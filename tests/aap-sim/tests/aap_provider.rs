@@ -1,20 +1,68 @@
-//! Contract tests: the provider against the project's AWX-compatible simulator, end to end over
-//! HTTP (job phases on a clock, cancellation, templates that do not prompt for variables,
-//! purged jobs, a revoked token).
+//! Contract tests: the operator's AAP provider (`cloudkit-aap`) against this simulator, end to end
+//! over HTTP (job phases on a clock, cancellation, templates that do not prompt for variables,
+//! purged jobs, a revoked token). They live here, not in `cloudkit-aap`, so that no product crate
+//! depends on the simulator.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
-use cloudkit_aap::*;
+use cloudkit_aap::{AapConfig, AapProvider};
 use cloudkit_aap_sim::{Faults, Phases, SimHandle, Simulator, TemplateSpec};
-use cloudkit_api::{AapJobKind, JobState, JobType};
-use cloudkit_provider::{
-    CancelOutcome, DeprovisionOutcome, Launch, LaunchLookup, Provider, ProviderErrorKind,
-    StartedJob,
+use cloudkit_api::{
+    AapJobKind, ComputeInstance, ComputeInstanceSpec, JobState, JobStatus, JobType,
 };
-use common::*;
+use cloudkit_provider::{
+    CancelOutcome, DeprovisionOutcome, Launch, LaunchLookup, Provider, ProviderError,
+    ProviderErrorKind, Secret, StartedJob,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+/// The token the provider sends; no error may ever show it.
+const TOKEN: &str = "tok-3f9c2a7e-never-shown";
+const PROVISION: &str = "provision_vm";
+const DEPROVISION: &str = "deprovision_vm";
+
+fn config_for(base: &str) -> AapConfig {
+    AapConfig::new(base, Secret::new(TOKEN), PROVISION, DEPROVISION)
+        .and_then(|c| c.with_request_timeout(Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("test config: {e}"))
+}
+
+fn ci() -> ComputeInstance {
+    let mut spec = ComputeInstanceSpec::for_template("osac.templates.ocp_virt_vm");
+    spec.cores = Some(2);
+    let mut ci = ComputeInstance::new("vm-1", spec);
+    ci.metadata.namespace = Some("tenant-a".into());
+    ci.metadata.uid = Some("0b6f8e6c-1111-2222-3333-444455556666".into());
+    ci
+}
+
+/// A history entry as the operator records it after a launch.
+fn recorded(id: &str, job_type: JobType, kind: Option<AapJobKind>) -> JobStatus {
+    let mut job = JobStatus::new(id, job_type, Time(Timestamp::UNIX_EPOCH), JobState::Pending);
+    job.aap_job_kind = kind;
+    job
+}
+
+/// Asserts the promises of every provider error message: one line, short, no token (in
+/// Display, Debug or any source).
+fn assert_clean(err: &ProviderError) {
+    let text = err.to_string();
+    assert!(!text.contains('\n'), "multi-line message: {text}");
+    assert!(
+        text.len() <= 1024,
+        "message longer than 1 KiB: {} bytes",
+        text.len()
+    );
+    let mut all = format!("{err} | {err:?}");
+    let mut source = std::error::Error::source(err);
+    while let Some(s) = source {
+        all.push_str(&format!(" | {s} | {s:?}"));
+        source = s.source();
+    }
+    assert!(!all.contains(TOKEN), "token shown in error: {all}");
+}
 
 fn phases(secs: u64) -> Phases {
     let d = Duration::from_secs(secs);
@@ -40,12 +88,12 @@ fn provider_at(url: &str) -> AapProvider {
     AapProvider::new(&config_for(url)).unwrap()
 }
 
-fn as_recorded(started: &StartedJob, job_type: JobType) -> cloudkit_api::JobStatus {
+fn as_recorded(started: &StartedJob, job_type: JobType) -> JobStatus {
     recorded(&started.job_id, job_type, started.aap_job_kind)
 }
 
 /// Polls until the job is terminal; returns every distinct state seen, in order.
-async fn poll_to_end(p: &AapProvider, job: &cloudkit_api::JobStatus) -> Vec<JobState> {
+async fn poll_to_end(p: &AapProvider, job: &JobStatus) -> Vec<JobState> {
     let mut seen: Vec<JobState> = Vec::new();
     for _ in 0..400 {
         let state = p.job_state(&ci(), job).await.unwrap().state;

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cloudkit_aap_sim::{JobStatus, Phases, SimHandle, Simulator, TemplateSpec};
+use cloudkit_aap_sim::{AwxStatus, Phases, SimHandle, Simulator, TemplateSpec};
 use cloudkit_api::metadata::{AAP_FINALIZER, FINALIZER, RECONCILED_CONFIG_VERSION_ANNOTATION};
 use cloudkit_api::{ComputeInstance, ComputeInstanceSpec};
 use common::*;
@@ -73,11 +73,11 @@ async fn follow(c: &Client, url: &str, api: &Api<ComputeInstance>, name: &str) -
     let mut finalizer_while_running = false;
     loop {
         let job = c.get(url).await.json;
-        let status = JobStatus::parse(job["status"].as_str().unwrap()).unwrap();
+        let status = AwxStatus::parse(job["status"].as_str().unwrap()).unwrap();
         if status.is_terminal() {
             return (job, finalizer_while_running);
         }
-        if status == JobStatus::Running
+        if status == AwxStatus::Running
             && let Some(ci) = api.get_opt(name).await.unwrap()
             && finalizers(&ci).iter().any(|f| f == AAP_FINALIZER)
         {

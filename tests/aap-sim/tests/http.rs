@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cloudkit_aap_sim::{Faults, JobStatus, Outcome, Phases, SimConfig, Simulator, TemplateSpec};
+use cloudkit_aap_sim::{AwxStatus, Faults, Outcome, Phases, SimConfig, Simulator, TemplateSpec};
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -61,7 +61,7 @@ async fn follow(c: &Client, url: &str) -> Vec<Value> {
         if seen.last().is_none_or(|l| l["status"] != status.as_str()) {
             seen.push(a.json.clone());
         }
-        if JobStatus::parse(&status).unwrap().is_terminal() {
+        if AwxStatus::parse(&status).unwrap().is_terminal() {
             return seen;
         }
         assert!(Instant::now() < deadline, "{url} never finished: {seen:?}");

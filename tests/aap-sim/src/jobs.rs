@@ -13,10 +13,11 @@ use crate::config::{Outcome, Phases, TemplateKind, secs_to_duration};
 use crate::playbook::{Step, Target};
 use crate::runner::RunState;
 
-/// AWX job statuses.
+/// A job's status as AWX reports it (`status` of a job or workflow job); not to be confused
+/// with the operator's history entry, `cloudkit_api::JobStatus`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum JobStatus {
+pub enum AwxStatus {
     /// Created, not yet queued (the simulator never reports it; clients must accept it).
     New,
     /// Queued.
@@ -35,7 +36,7 @@ pub enum JobStatus {
     Canceled,
 }
 
-impl JobStatus {
+impl AwxStatus {
     /// The AWX spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -79,7 +80,7 @@ impl JobStatus {
     }
 }
 
-impl From<Outcome> for JobStatus {
+impl From<Outcome> for AwxStatus {
     fn from(o: Outcome) -> Self {
         match o {
             Outcome::Successful => Self::Successful,
@@ -235,7 +236,7 @@ pub(crate) struct Job {
     pub organization: String,
     pub extra_vars: Map<String, Value>,
     pub created: Instant,
-    pub status: JobStatus,
+    pub status: AwxStatus,
     pub phase_since: Instant,
     pub started: Option<Instant>,
     pub finished: Option<Instant>,
@@ -258,28 +259,28 @@ impl Job {
         }
         loop {
             let next = match self.status {
-                JobStatus::New | JobStatus::Pending => self.phase_since + self.phases.pending,
-                JobStatus::Waiting => self.phase_since + self.phases.waiting,
-                JobStatus::Running => self.phase_since + self.phases.running,
+                AwxStatus::New | AwxStatus::Pending => self.phase_since + self.phases.pending,
+                AwxStatus::Waiting => self.phase_since + self.phases.waiting,
+                AwxStatus::Running => self.phase_since + self.phases.running,
                 _ => return,
             };
             if let Some(c) = self.cancel_at
                 && c <= now
                 && c <= next
             {
-                self.finish(JobStatus::Canceled, c);
+                self.finish(AwxStatus::Canceled, c);
                 return;
             }
             if next > now {
                 return;
             }
             match self.status {
-                JobStatus::New | JobStatus::Pending => {
-                    self.status = JobStatus::Waiting;
+                AwxStatus::New | AwxStatus::Pending => {
+                    self.status = AwxStatus::Waiting;
                     self.phase_since = next;
                 }
-                JobStatus::Waiting => {
-                    self.status = JobStatus::Running;
+                AwxStatus::Waiting => {
+                    self.status = AwxStatus::Running;
                     self.phase_since = next;
                     self.started = Some(next);
                 }
@@ -290,7 +291,7 @@ impl Job {
                             if let Some(c) = self.cancel_at
                                 && c <= now
                             {
-                                self.finish(JobStatus::Canceled, c);
+                                self.finish(AwxStatus::Canceled, c);
                             }
                             return;
                         }
@@ -308,16 +309,16 @@ impl Job {
         }
     }
 
-    fn finish(&mut self, status: JobStatus, at: Instant) {
+    fn finish(&mut self, status: AwxStatus, at: Instant) {
         self.status = status;
         self.phase_since = at;
         self.finished = Some(at);
         match status {
-            JobStatus::Failed | JobStatus::Error => {
+            AwxStatus::Failed | AwxStatus::Error => {
                 let msg = self.failure_message.clone().unwrap_or_else(|| {
                     format!(
                         "Simulated {} of job {} ({})",
-                        if status == JobStatus::Error {
+                        if status == AwxStatus::Error {
                             "error"
                         } else {
                             "failure"
@@ -329,11 +330,11 @@ impl Job {
                 if self.traceback.is_empty() {
                     self.traceback = msg.clone();
                 }
-                if status == JobStatus::Error && self.explanation.is_empty() {
+                if status == AwxStatus::Error && self.explanation.is_empty() {
                     self.explanation = msg;
                 }
             }
-            JobStatus::Canceled if self.explanation.is_empty() => {
+            AwxStatus::Canceled if self.explanation.is_empty() => {
                 self.explanation = "Job was canceled by request.".to_owned();
             }
             _ => {}
@@ -348,7 +349,7 @@ impl Job {
         }
         self.traceback = message.clone();
         self.failure_message = Some(message);
-        self.finish(JobStatus::Failed, now);
+        self.finish(AwxStatus::Failed, now);
     }
 
     /// Whether a cancel request is accepted now.
@@ -370,8 +371,8 @@ impl Job {
 
     /// Runner mode: a slot is free and the process is being prepared.
     pub(crate) fn runner_preparing(&mut self, now: Instant) {
-        if matches!(self.status, JobStatus::New | JobStatus::Pending) {
-            self.status = JobStatus::Waiting;
+        if matches!(self.status, AwxStatus::New | AwxStatus::Pending) {
+            self.status = AwxStatus::Waiting;
             self.phase_since = now;
         }
     }
@@ -387,7 +388,7 @@ impl Job {
         if self.status.is_terminal() {
             return;
         }
-        self.status = JobStatus::Running;
+        self.status = AwxStatus::Running;
         self.phase_since = now;
         self.started = Some(now);
         if let Some(run) = &mut self.runner {
@@ -400,7 +401,7 @@ impl Job {
     /// Runner mode: the process ended (or never started) with this result.
     pub(crate) fn runner_finished(
         &mut self,
-        status: JobStatus,
+        status: AwxStatus,
         now: Instant,
         traceback: String,
         explanation: String,
@@ -410,7 +411,7 @@ impl Job {
         }
         self.traceback = traceback;
         self.explanation = explanation;
-        if self.traceback.is_empty() && status.is_failed() && status != JobStatus::Canceled {
+        if self.traceback.is_empty() && status.is_failed() && status != AwxStatus::Canceled {
             self.traceback = format!("ansible-playbook of job {} failed", self.id);
         }
         self.finish(status, now);
@@ -418,7 +419,7 @@ impl Job {
 
     /// The side effect the ticker should run now, if any (marks it in flight).
     pub(crate) fn due_effect(&mut self, now: Instant) -> Option<(Step, Result<Target, String>)> {
-        if self.status != JobStatus::Running || self.cancel_at.is_some() {
+        if self.status != AwxStatus::Running || self.cancel_at.is_some() {
             return None;
         }
         let running_ends = self.phase_since + self.phases.running;
@@ -533,7 +534,7 @@ impl Job {
             "failed": self.status.is_failed(),
             "started": ts(self.started),
             "finished": ts(self.finished),
-            "canceled_on": if self.status == JobStatus::Canceled { ts(self.finished) } else { Value::Null },
+            "canceled_on": if self.status == AwxStatus::Canceled { ts(self.finished) } else { Value::Null },
             "elapsed": elapsed,
             "job_explanation": self.explanation,
             "launched_by": {"id": 1, "name": "admin", "type": "user", "url": format!("{prefix}users/1/")},
@@ -655,16 +656,16 @@ impl Job {
             out.push_str("\nTASK [Gathering Facts] *******************************************\nok: [localhost]\n");
         }
         match self.status {
-            JobStatus::Successful => out.push_str(
+            AwxStatus::Successful => out.push_str(
                 "\nPLAY RECAP *******************************************************\nlocalhost : ok=1 changed=0 unreachable=0 failed=0\n",
             ),
-            JobStatus::Failed | JobStatus::Error => {
+            AwxStatus::Failed | AwxStatus::Error => {
                 out.push_str(&format!("\nfatal: [localhost]: FAILED! => {{\"msg\": {:?}}}\n", self.traceback));
                 out.push_str(
                     "\nPLAY RECAP *******************************************************\nlocalhost : ok=0 changed=0 unreachable=0 failed=1\n",
                 );
             }
-            JobStatus::Canceled => out.push_str("\n[canceled]\n"),
+            AwxStatus::Canceled => out.push_str("\n[canceled]\n"),
             _ => {}
         }
         out
@@ -685,7 +686,7 @@ mod tests {
             organization: "Default".into(),
             extra_vars: Map::new(),
             created: now,
-            status: JobStatus::Pending,
+            status: AwxStatus::Pending,
             phase_since: now,
             started: None,
             finished: None,
@@ -707,10 +708,10 @@ mod tests {
     fn life_cycle_from_timestamps() {
         let (mut j, t0) = job(Phases::new(S, S, S));
         let rows = [
-            (0, JobStatus::Pending),
-            (1, JobStatus::Waiting),
-            (2, JobStatus::Running),
-            (3, JobStatus::Successful),
+            (0, AwxStatus::Pending),
+            (1, AwxStatus::Waiting),
+            (2, AwxStatus::Running),
+            (3, AwxStatus::Successful),
         ];
         for (secs, want) in rows {
             j.advance(t0 + S * secs);
@@ -723,7 +724,7 @@ mod tests {
         k.advance(t0 + S * 100);
         assert_eq!(
             (k.status, k.started, k.finished),
-            (JobStatus::Successful, Some(t0 + S * 2), Some(t0 + S * 3))
+            (AwxStatus::Successful, Some(t0 + S * 2), Some(t0 + S * 3))
         );
     }
 
@@ -734,7 +735,7 @@ mod tests {
         assert!(j.can_cancel());
         j.request_cancel(t0 + S / 2, S / 4);
         j.advance(t0 + S * 10);
-        assert_eq!(j.status, JobStatus::Canceled);
+        assert_eq!(j.status, AwxStatus::Canceled);
         assert_eq!(j.started, None);
         assert_eq!(j.finished, Some(t0 + S * 3 / 4));
         assert!(!j.can_cancel());
@@ -745,16 +746,16 @@ mod tests {
         let (mut j, t0) = job(Phases::new(S, S, S));
         j.effects = Some(Effects::new(Err("no target".into()), true));
         j.advance(t0 + S * 10);
-        assert_eq!(j.status, JobStatus::Running);
+        assert_eq!(j.status, AwxStatus::Running);
         let (step, _) = j.due_effect(t0 + S * 10).unwrap();
         assert_eq!(step, Step::AddFinalizer);
         assert!(j.due_effect(t0 + S * 10).is_none(), "in flight");
         j.effect_done(step, Ok(()), t0 + S * 10);
-        assert_eq!(j.status, JobStatus::Running);
+        assert_eq!(j.status, AwxStatus::Running);
         let (step, _) = j.due_effect(t0 + S * 10).unwrap();
         assert_eq!(step, Step::WriteReconciledVersion);
         j.effect_done(step, Ok(()), t0 + S * 11);
-        assert_eq!(j.status, JobStatus::Successful);
+        assert_eq!(j.status, AwxStatus::Successful);
         assert_eq!(j.finished, Some(t0 + S * 11));
     }
 
@@ -766,7 +767,7 @@ mod tests {
         let (step, _) = j.due_effect(t0 + S * 2).unwrap();
         assert_eq!(step, Step::Check);
         j.effect_done(step, Err("boom".into()), t0 + S * 2);
-        assert_eq!(j.status, JobStatus::Failed);
+        assert_eq!(j.status, AwxStatus::Failed);
         assert!(j.traceback.contains("boom"), "{}", j.traceback);
     }
 

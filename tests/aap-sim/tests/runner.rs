@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cloudkit_aap_sim::{JobStatus, RunnerSpec, SimHandle, Simulator, TemplateSpec};
+use cloudkit_aap_sim::{AwxStatus, RunnerSpec, SimHandle, Simulator, TemplateSpec};
 use cloudkit_api::metadata::{AAP_FINALIZER, FINALIZER, RECONCILED_CONFIG_VERSION_ANNOTATION};
 use cloudkit_api::{ComputeInstance, ComputeInstanceSpec};
 use common::*;
@@ -83,7 +83,7 @@ async fn follow(c: &Client, id: u64, limit: Duration) -> (Vec<String>, Value) {
         if seen.last() != Some(&status) {
             seen.push(status.clone());
         }
-        if JobStatus::parse(&status).unwrap().is_terminal() {
+        if AwxStatus::parse(&status).unwrap().is_terminal() {
             return (seen, job);
         }
         assert!(
@@ -510,7 +510,7 @@ async fn queued_jobs_cancel_without_starting_and_timeouts_fail() {
     assert_eq!(h.simulator().runner_pid(queued), None);
     assert_eq!(
         h.simulator().job_status(running),
-        Some(JobStatus::Running),
+        Some(AwxStatus::Running),
         "the running job is not disturbed"
     );
     let a = c
@@ -570,8 +570,8 @@ async fn shutdown_stops_running_and_queued_jobs() {
     h.shutdown().await;
     assert!(started.elapsed() < Duration::from_secs(10));
     assert_gone(&procs, Duration::ZERO).await;
-    assert_eq!(sim.job_status(running), Some(JobStatus::Error));
-    assert_eq!(sim.job_status(queued), Some(JobStatus::Error));
+    assert_eq!(sim.job_status(running), Some(AwxStatus::Error));
+    assert_eq!(sim.job_status(queued), Some(AwxStatus::Error));
     assert_eq!(sim.runner_pid(queued), None);
     assert_eq!(sim.stats().runner_processes, 1);
 }

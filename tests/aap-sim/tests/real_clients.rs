@@ -404,7 +404,7 @@ async fn rulebook_run_job_template_on_both_prefixes() {
         let job = h.simulator().stats().launches;
         assert_eq!(
             h.simulator().job_status(job),
-            Some(cloudkit_aap_sim::JobStatus::Successful)
+            Some(cloudkit_aap_sim::AwxStatus::Successful)
         );
         assert!(
             output.contains(&format!("controller job id: {job}")),

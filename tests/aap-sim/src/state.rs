@@ -14,7 +14,7 @@ use crate::config::{
     Faults, Outcome, Phases, PlaybookAction, SimConfig, TemplateKind, TemplateSpec,
 };
 use crate::error::{Error, Result};
-use crate::jobs::{Clock, Effects, Job, JobStatus, Overrides};
+use crate::jobs::{AwxStatus, Clock, Effects, Job, Overrides};
 use crate::playbook::{self, Step, Target};
 use crate::runner::{self, RunState, Runners};
 
@@ -406,7 +406,7 @@ impl Shared {
             organization: spec.organization.clone(),
             extra_vars: applied,
             created: now,
-            status: JobStatus::Pending,
+            status: AwxStatus::Pending,
             phase_since: now,
             started: None,
             finished: None,
@@ -495,7 +495,7 @@ impl Shared {
         &self,
         kind: TemplateKind,
         id: u64,
-    ) -> std::result::Result<(bool, JobStatus), ApiError> {
+    ) -> std::result::Result<(bool, AwxStatus), ApiError> {
         let res = self.with_job(kind, id, |job, sim, now| {
             if job.can_cancel() {
                 job.request_cancel(now, sim.cancel_delay);

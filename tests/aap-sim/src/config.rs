@@ -31,6 +31,9 @@ pub enum TemplateKind {
 }
 
 impl TemplateKind {
+    /// Both kinds, job templates first: the order in which lookups by a shared id try them.
+    pub const ALL: [TemplateKind; 2] = [TemplateKind::Job, TemplateKind::Workflow];
+
     /// The `type` of the template in AWX answers.
     pub fn template_type(self) -> &'static str {
         match self {

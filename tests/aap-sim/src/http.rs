@@ -15,7 +15,7 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 
 use crate::config::{Faults, TemplateKind, TemplateSpec};
-use crate::jobs::{Job, JobStatus};
+use crate::jobs::{AwxStatus, Job};
 use crate::serve::ConnKill;
 use crate::state::{ApiError, RequestRecord, Shared, Template, lock, not_found};
 
@@ -179,7 +179,7 @@ pub(crate) fn router(sim: Sim) -> Router {
                 get(unified_templates),
             )
             .route(&format!("{p}unified_jobs/"), get(unified_jobs));
-        for kind in [TemplateKind::Job, TemplateKind::Workflow] {
+        for kind in TemplateKind::ALL {
             let t = kind.templates_path();
             let j = kind.jobs_path();
             api = api
@@ -850,7 +850,7 @@ fn job_matches(job: &Job, q: &Query) -> bool {
         && q.get("labels__name").is_none()
 }
 
-fn status_matches(status: JobStatus, q: &Query) -> bool {
+fn status_matches(status: AwxStatus, q: &Query) -> bool {
     q.get("status").is_none_or(|v| v == status.as_str())
         && q.get("status__in")
             .is_none_or(|v| v.split(',').any(|s| s.trim() == status.as_str()))
@@ -917,14 +917,7 @@ async fn unified_jobs(
     uri: axum::http::Uri,
 ) -> Response {
     let q = Query::from_raw(q);
-    result_response(jobs_page(
-        &sim,
-        &q,
-        uri.path(),
-        p,
-        &[TemplateKind::Job, TemplateKind::Workflow],
-        None,
-    ))
+    result_response(jobs_page(&sim, &q, uri.path(), p, &TemplateKind::ALL, None))
 }
 
 async fn list_template_jobs(

@@ -1,7 +1,7 @@
 //! Client overhead per request: polls one job on the in-process AWX simulator through the AAP
 //! provider (request building, Bearer header, capped body read, typed parsing, status mapping)
 //! and through a bare reqwest GET of the same URL, in the same run, and prints both and their
-//! ratio. Run with `cargo run --release -p cloudkit-aap --example overhead [-- N]`.
+//! ratio. Run with `cargo run --release -p cloudkit-bench --example overhead [-- N]`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};

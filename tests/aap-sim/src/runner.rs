@@ -28,7 +28,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::RunnerSpec;
-use crate::jobs::{Job, JobStatus};
+use crate::jobs::{AwxStatus, Job};
 use crate::state::{Shared, Stats, lock};
 
 /// The environment variable naming the Python venv of `hack/python-venv.sh`.
@@ -462,11 +462,11 @@ fn update<R>(
 fn finish(
     shared: &Weak<Shared>,
     id: u64,
-    status: JobStatus,
+    status: AwxStatus,
     traceback: String,
     explanation: String,
 ) {
-    if status == JobStatus::Error {
+    if status == AwxStatus::Error {
         tracing::warn!(job = id, error = %explanation, "runner job could not run");
     } else {
         tracing::debug!(job = id, status = status.as_str(), "runner job ended");
@@ -622,17 +622,17 @@ pub(crate) async fn run(shared: Weak<Shared>, runners: Arc<Runners>, launch: Lau
         permit = runners.slot(id) => match permit {
             Ok(p) => p,
             Err(e) => {
-                finish(&shared, id, JobStatus::Error, e.clone(), e);
+                finish(&shared, id, AwxStatus::Error, e.clone(), e);
                 return;
             }
         },
         () = launch.cancel.notified() => {
-            finish(&shared, id, JobStatus::Canceled, String::new(), String::new());
+            finish(&shared, id, AwxStatus::Canceled, String::new(), String::new());
             return;
         }
         _ = shutdown.wait_for(|s| *s) => {
             let msg = "The simulator shut down before the job started.".to_owned();
-            finish(&shared, id, JobStatus::Error, msg.clone(), msg);
+            finish(&shared, id, AwxStatus::Error, msg.clone(), msg);
             return;
         }
     };
@@ -649,7 +649,7 @@ pub(crate) async fn run(shared: Weak<Shared>, runners: Arc<Runners>, launch: Lau
             finish(
                 &shared,
                 id,
-                JobStatus::Canceled,
+                AwxStatus::Canceled,
                 String::new(),
                 String::new(),
             );
@@ -660,7 +660,7 @@ pub(crate) async fn run(shared: Weak<Shared>, runners: Arc<Runners>, launch: Lau
     let prepared = match prepare(&launch, &runners) {
         Ok(p) => p,
         Err(msg) => {
-            finish(&shared, id, JobStatus::Error, msg.clone(), msg);
+            finish(&shared, id, AwxStatus::Error, msg.clone(), msg);
             return;
         }
     };
@@ -677,7 +677,7 @@ pub(crate) async fn run(shared: Weak<Shared>, runners: Arc<Runners>, launch: Lau
         Ok(c) => c,
         Err(e) => {
             let msg = format!("starting {}: {e}", prepared.program.display());
-            finish(&shared, id, JobStatus::Error, msg.clone(), msg);
+            finish(&shared, id, AwxStatus::Error, msg.clone(), msg);
             return;
         }
     };
@@ -688,7 +688,7 @@ pub(crate) async fn run(shared: Weak<Shared>, runners: Arc<Runners>, launch: Lau
     else {
         // Only when the process has been reaped already, which nothing did.
         let msg = "the started ansible-playbook has no process id".to_owned();
-        finish(&shared, id, JobStatus::Error, msg.clone(), msg);
+        finish(&shared, id, AwxStatus::Error, msg.clone(), msg);
         return;
     };
     lock(&runners.live).insert(id, Arc::clone(&tree));
@@ -764,19 +764,19 @@ pub(crate) async fn run(shared: Weak<Shared>, runners: Arc<Runners>, launch: Lau
     }
     let output = lock(&launch.output).text();
     let (status, traceback, explanation) = match (end, exit) {
-        (End::Canceled, _) => (JobStatus::Canceled, String::new(), String::new()),
+        (End::Canceled, _) => (AwxStatus::Canceled, String::new(), String::new()),
         (End::TimedOut, _) => (
-            JobStatus::Failed,
+            AwxStatus::Failed,
             traceback(&output),
             "Job terminated due to timeout".to_owned(),
         ),
         (End::Shutdown, _) => (
-            JobStatus::Error,
+            AwxStatus::Error,
             traceback(&output),
             "The simulator shut down while the job ran; its process was terminated.".to_owned(),
         ),
         (End::Exited, Ok(s)) if s.success() => {
-            (JobStatus::Successful, String::new(), String::new())
+            (AwxStatus::Successful, String::new(), String::new())
         }
         (End::Exited, Ok(s)) => {
             let tb = traceback(&output);
@@ -789,11 +789,11 @@ pub(crate) async fn run(shared: Weak<Shared>, runners: Arc<Runners>, launch: Lau
             } else {
                 tb
             };
-            (JobStatus::Failed, tb, explanation)
+            (AwxStatus::Failed, tb, explanation)
         }
         (End::Exited, Err(e)) => {
             let msg = format!("waiting for ansible-playbook: {e}");
-            (JobStatus::Error, msg.clone(), msg)
+            (AwxStatus::Error, msg.clone(), msg)
         }
     };
     // The processes are gone; clean up the files before the job reports its end, and free the

@@ -4,136 +4,46 @@
 //! that the operator's AAP client, ansible-rulebook's `run_job_template` and the `awx.awx`
 //! collection use, with jobs that move through `pending -> waiting -> running -> terminal` on a
 //! clock, faults to inject, a request log and, optionally, the side effects of the production
-//! playbooks on a real Kubernetes API server.
+//! playbooks on a real Kubernetes API server (playbook mode) or real `ansible-playbook` runs
+//! ([`RunnerSpec`], runner mode). The crate's README lists the routes, the per-job `sim_*`
+//! overrides and the details of both modes; the `aap-sim` binary serves it from the command line.
 //!
-//! ```no_run
-//! use cloudkit_aap_sim::{Phases, Simulator, TemplateSpec};
+//! ```
+//! use cloudkit_aap_sim::{AwxStatus, Phases, Simulator, TemplateSpec};
 //! use std::time::Duration;
 //!
-//! # async fn example() -> Result<(), cloudkit_aap_sim::Error> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let handle = Simulator::builder()
 //!     .token("secret")
 //!     .fast() // configured seconds pass as milliseconds
 //!     .template(TemplateSpec::job("provision_vm").with_id(7))
 //!     .template(TemplateSpec::workflow("deprovision_vm").with_phases(Phases::new(
 //!         Duration::from_secs(1), Duration::from_secs(1), Duration::from_secs(5))))
-//!     .spawn("127.0.0.1:0".parse().unwrap())
+//!     .spawn("127.0.0.1:0".parse()?)
 //!     .await?;
 //! // The operator's CLOUDKIT_AAP_URL:
 //! let aap_url = handle.api_url(); // http://127.0.0.1:PORT/api
-//! # let _ = aap_url;
-//! let stats = handle.simulator().stats();
-//! assert_eq!(stats.launches, 0);
+//!
+//! // A launch as any AWX client sends it; the request log and the counters see it.
+//! let launched: serde_json::Value = reqwest::Client::new()
+//!     .post(format!("{aap_url}/v2/job_templates/7/launch/"))
+//!     .bearer_auth("secret")
+//!     .json(&serde_json::json!({"extra_vars": {"cloudkit_launch_key": "ns/vm/p/1"}}))
+//!     .send()
+//!     .await?
+//!     .error_for_status()?
+//!     .json()
+//!     .await?;
+//! let id = launched["id"].as_u64().ok_or("no job id")?;
+//! assert_eq!(launched["status"], "pending");
+//! assert_eq!(handle.simulator().stats().launches, 1);
+//! let status: Option<AwxStatus> = handle.simulator().job_status(id);
+//! assert!(status.is_some());
 //! handle.shutdown().await;
 //! # Ok(())
 //! # }
 //! ```
-//!
-//! # Routes
-//! Under both `/api/v2/` and `/api/controller/v2/` (`GET` unless noted):
-//! `config/`, `ping/`, `me/`, `organizations/`, `job_templates/`, `workflow_job_templates/`,
-//! `unified_job_templates/` (filters `name`, `name__icontains`, `id`, `or__id`/`or__name`,
-//! `organization`, `type`), `job_templates/<id>/`, `workflow_job_templates/<id>/`, `GET` and
-//! `POST` `job_templates/<id>/launch/` and `workflow_job_templates/<id>/launch/`,
-//! `job_templates/<id>/jobs/`, `workflow_job_templates/<id>/workflow_jobs/`, `jobs/`,
-//! `workflow_jobs/`, `unified_jobs/` (filters `id`, `id__in`, `status`, `status__in`, `name`,
-//! `job_template`, `workflow_job_template`, `labels__name`; `order_by=-id`), `jobs/<id>/`,
-//! `workflow_jobs/<id>/`, `GET` and `POST` `jobs/<id>/cancel/` and `workflow_jobs/<id>/cancel/`,
-//! `jobs/<id>/stdout/?format=txt|json`. Also `/api/` and `/api/controller/` (API roots).
-//! Lists are pages `{count, next, previous, results}` with relative `next`/`previous`, `page` and
-//! `page_size` (default 25, at most 200). Unknown ids answer 404 `{"detail": "Not found."}`.
-//! With tokens configured, every request but the roots and `ping/` needs
-//! `Authorization: Bearer <token>` (else 401 with a `detail`).
-//!
-//! Admin API (no authentication, no faults, not logged): `GET /_sim/health`,
-//! `GET|DELETE /_sim/requests`, `GET /_sim/stats`, `GET|PUT|POST /_sim/faults` (the posted fields
-//! are merged into the current [`Faults`]), `GET|POST /_sim/templates` (a [`TemplateSpec`]).
-//!
-//! # Per-job overrides
-//! A launch may change how its job behaves with these variables (in simulated seconds, scaled like
-//! the template durations):
-//! `sim_outcome` (`successful`, `failed`, `error`), `sim_pending_seconds`, `sim_waiting_seconds`,
-//! `sim_running_seconds`, `sim_message` (the `result_traceback` of a failed job). They are read
-//! from the *applied* extra vars (so not when the template ignores variables): a top-level extra
-//! var wins; otherwise the same key in the JSON object text of the payload's
-//! `spec.templateParameters` (`extra_vars.ansible_eda.event.payload.spec.templateParameters`)
-//! applies. The second form lets a test steer one `ComputeInstance`'s jobs through its spec
-//! while the operator sends its usual launch body.
-//!
-//! # Playbook mode
-//! With a Kubernetes client ([`SimulatorBuilder::kube_client`] or
-//! [`SimulatorBuilder::kubeconfig`]), jobs of templates whose action is provision or deprovision
-//! ([`PlaybookAction`], inferred from the name) act on the `ComputeInstance` named by the
-//! payload's `metadata`: a provision job adds the `cloudkit.openshift.io/computeinstance-aap`
-//! finalizer once running and, before it succeeds, writes annotation
-//! `cloudkit.openshift.io/reconciled-config-version` with the payload's
-//! `status.desiredConfigVersion`; a deprovision job removes the finalizer before it succeeds. A
-//! job does not report its terminal status before its side effects are done; a failed side effect
-//! fails the job with the error in `result_traceback`.
-//!
-//! # Runner mode
-//! A template with a [`RunnerSpec`] ([`TemplateSpec::with_runner`], `runner:` in the
-//! configuration file, `aap-sim --runner NAME=PLAYBOOK`) runs its playbook with a real
-//! `ansible-playbook` for every job instead of following simulated phases:
-//!
-//! ```no_run
-//! # use cloudkit_aap_sim::{RunnerSpec, Simulator, TemplateSpec};
-//! # async fn example() -> Result<(), cloudkit_aap_sim::Error> {
-//! let handle = Simulator::builder()
-//!     .kubeconfig("/tmp/kubeconfig") // the playbook's K8S_AUTH_KUBECONFIG
-//!     .runner_concurrency(2)
-//!     .template(TemplateSpec::job("provision_vm").with_runner(
-//!         RunnerSpec::new("examples/automation/provision.yml").with_arg("-v"),
-//!     ))
-//!     .spawn("127.0.0.1:0".parse().unwrap())
-//!     .await?;
-//! # handle.shutdown().await;
-//! # Ok(())
-//! # }
-//! ```
-//!
-//! - **Command**: `ansible-playbook -i <dir>/inventory -e {"ansible_python_interpreter": ...}
-//!   -e @<dir>/extra_vars.json <extra_args> <playbook>`, run in a temporary directory of the
-//!   job's own (removed before the job reports its end). The vars file holds the *applied*
-//!   extra vars, so `ansible_eda.event.payload` reaches the playbook exactly as AWX passes it,
-//!   plus AWX's job variables (`awx_job_id`, `awx_job_template_id`, `awx_job_template_name`,
-//!   `awx_user_name`, ..., and their `tower_` twins; the launch's variables win). The inventory
-//!   holds `localhost ansible_connection=local` (none is written when `extra_args` has `-i`).
-//!   The program defaults to `<venv>/bin/ansible-playbook` with the venv of
-//!   `hack/python-venv.sh` ([`runner::default_venv`]: `$CLOUDKIT_PYTHON_VENV`, else
-//!   `~/.cache/cloudkit/venv`), the interpreter to the `python` next to the program (interpreter
-//!   discovery can pick a broken pyenv shim).
-//! - **Environment**: the simulator's, plus `ANSIBLE_STDOUT_CALLBACK=default`,
-//!   `ANSIBLE_NOCOLOR=1`, `ANSIBLE_FORCE_COLOR=0`, `PYTHONUNBUFFERED=1`, `ANSIBLE_LOCAL_TEMP`
-//!   in the job's directory, `JOB_ID`, and `K8S_AUTH_KUBECONFIG` when the simulator has a
-//!   kubeconfig ([`SimulatorBuilder::kubeconfig`]); [`RunnerSpec::env`] wins.
-//! - **Status**: `pending` while the job waits for one of [`SimConfig::runner_concurrency`]
-//!   slots (default 4; slots go in launch order), `waiting` while its files are written,
-//!   `running` once the process is spawned (`started`), then `successful` on exit 0, `failed`
-//!   on another exit (or a signal, or [`RunnerSpec::timeout`], with job explanation `Job
-//!   terminated due to timeout`), `canceled` after a cancel, `error` when it cannot start (the
-//!   playbook or `ansible-playbook` does not exist, spawning failed; the reason is in
-//!   `job_explanation` and `result_traceback`). The `result_traceback` of a failed job runs from
-//!   the last error line Ansible printed (`fatal:`, `[ERROR]`, ...) to the end, else it is the
-//!   last 20 lines of output. `finished` is set once the process and its descendants are gone.
-//! - **Output**: `GET jobs/<id>/stdout/` answers the captured stdout and stderr (the last
-//!   4 MiB); the job shows its `playbook`, `job_args` and `job_cwd`.
-//!   [`Simulator::runner_pid`] gives the process id; [`Stats`] counts processes started, running
-//!   and the most that ran at once.
-//! - **Cancel**: `ansible-playbook` starts as the leader of a process group of its own. A cancel
-//!   sends SIGINT to that group (Ansible stops its workers and exits, like on Ctrl-C), then
-//!   SIGKILL after [`SimConfig::runner_cancel_grace`] (default 2 s). Ansible's workers start
-//!   sessions of their own, so the simulator follows the process tree (`/proc`) and signals
-//!   their groups as well.
-//! - **No orphans**: when the server stops ([`SimHandle::shutdown`], dropping the [`SimHandle`],
-//!   the end of [`Simulator::serve`]) running processes get SIGTERM, then SIGKILL after the
-//!   grace period, and their jobs end as `error`; queued jobs end as `error` without starting.
-//!   When the last [`Simulator`] clone is dropped, or the runtime drops a job's task, the
-//!   processes get SIGKILL at once. Only a simulator killed with SIGKILL leaves them running.
-//! - Phases, the outcome, the playbook-mode action and the per-job `sim_*` overrides do not
-//!   apply to runner templates (the overrides are plain variables to the playbook). Runner
-//!   templates cannot be added through `POST /_sim/templates`, which has no authentication.
-//!   Runner mode needs Linux (process groups and `/proc`).
 
 mod config;
 mod error;
@@ -159,7 +69,7 @@ pub use config::{
 };
 pub use error::{Error, Result};
 pub use jobs::{
-    JobStatus, OVERRIDE_MESSAGE, OVERRIDE_OUTCOME, OVERRIDE_PENDING, OVERRIDE_RUNNING,
+    AwxStatus, OVERRIDE_MESSAGE, OVERRIDE_OUTCOME, OVERRIDE_PENDING, OVERRIDE_RUNNING,
     OVERRIDE_WAITING,
 };
 pub use state::{LAUNCH_KEY_VAR, RequestRecord, Stats};
@@ -398,21 +308,19 @@ impl Simulator {
     /// Runner mode: the process id of a job's `ansible-playbook` once started (kept after it
     /// ended), or `None`.
     pub fn runner_pid(&self, id: u64) -> Option<u32> {
-        [TemplateKind::Job, TemplateKind::Workflow]
-            .into_iter()
-            .find_map(|kind| {
-                self.shared
-                    .with_job(kind, id, |job, _, _| {
-                        job.runner.as_ref().and_then(|r| r.pid)
-                    })
-                    .ok()
-                    .flatten()
-            })
+        TemplateKind::ALL.into_iter().find_map(|kind| {
+            self.shared
+                .with_job(kind, id, |job, _, _| {
+                    job.runner.as_ref().and_then(|r| r.pid)
+                })
+                .ok()
+                .flatten()
+        })
     }
 
     /// The status of a job or workflow job now, or `None` when unknown or purged.
-    pub fn job_status(&self, id: u64) -> Option<JobStatus> {
-        [TemplateKind::Job, TemplateKind::Workflow]
+    pub fn job_status(&self, id: u64) -> Option<AwxStatus> {
+        TemplateKind::ALL
             .into_iter()
             .find_map(|kind| self.shared.with_job(kind, id, |job, _, _| job.status).ok())
     }
