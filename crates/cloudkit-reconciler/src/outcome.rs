@@ -9,8 +9,11 @@ use cloudkit_provider::{DeprovisionOutcome, ProviderErrorKind, StartedJob};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::decide::{ErrorInfo, EventSpec, EventType, FinishedJob};
+use crate::conditions::{find_condition, set_condition};
+use crate::messages::{self, reason};
+use crate::plan::{ErrorInfo, EventSpec, EventType, FinishedJob};
 use crate::settings::Capabilities;
+use crate::time::add;
 use cloudkit_api::metadata::CONDITION_CONFIGURATION_APPLIED;
 
 /// A provider's answer to a launch.
@@ -122,14 +125,20 @@ pub fn apply_launch_answer(
             } else if caps.polls_remotely {
                 effect.requeue_after = Some(poll_interval);
             }
-            if let Some(version) = refresh {
-                let message = crate::decide::applying_message(&status.jobs, &version);
-                if let Some(c) = status.conditions.iter_mut().find(|c| {
-                    c.type_ == CONDITION_CONFIGURATION_APPLIED
-                        && c.reason == crate::decide::reason::APPLYING
-                }) {
-                    c.message = message;
-                }
+            let applying = find_condition(&status.conditions, CONDITION_CONFIGURATION_APPLIED)
+                .filter(|c| c.reason == reason::APPLYING)
+                .map(|c| c.observed_generation);
+            if let (Some(version), Some(generation)) = (refresh, applying) {
+                let message = messages::applying(&status.jobs, &version);
+                set_condition(
+                    &mut status.conditions,
+                    CONDITION_CONFIGURATION_APPLIED,
+                    false,
+                    reason::APPLYING,
+                    &message,
+                    generation,
+                    now,
+                );
             }
         }
         LaunchAnswer::Waiting {
@@ -171,19 +180,24 @@ pub fn apply_launch_answer(
                 .push(EventSpec::warning("ProviderAuthFailed", refusal.clone()));
             effect.requeue_after = Some(poll_interval);
             effect.not_before = add(now, poll_interval);
-            if let (JobType::Provision, Some(not_before)) = (job_type, effect.not_before) {
-                let message = crate::decide::wait_message(job_type, Some(&refusal), not_before);
-                if let Some(c) = status.conditions.iter_mut().find(|c| {
-                    c.type_ == CONDITION_CONFIGURATION_APPLIED
-                        && c.reason != crate::decide::reason::APPLIED
-                }) {
-                    if c.status != "False" {
-                        c.status = "False".into();
-                        c.last_transition_time = Time(now);
-                    }
-                    c.reason = crate::decide::reason::PROVIDER_ERROR.into();
-                    c.message = message;
-                }
+            // The condition says why no job runs until the next attempt, unless the
+            // configuration is applied anyway.
+            let unapplied = find_condition(&status.conditions, CONDITION_CONFIGURATION_APPLIED)
+                .filter(|c| c.reason != reason::APPLIED)
+                .map(|c| c.observed_generation);
+            if let (JobType::Provision, Some(not_before), Some(generation)) =
+                (job_type, effect.not_before, unapplied)
+            {
+                let message = messages::wait(job_type, Some(&refusal), not_before);
+                set_condition(
+                    &mut status.conditions,
+                    CONDITION_CONFIGURATION_APPLIED,
+                    false,
+                    reason::PROVIDER_ERROR,
+                    &message,
+                    generation,
+                    now,
+                );
             }
             effect.refusal = Some(refusal);
         }
@@ -225,11 +239,6 @@ pub fn apply_launch_answer(
         }
     }
     Some(effect)
-}
-
-fn add(t: Timestamp, d: Duration) -> Option<Timestamp> {
-    let sd = k8s_openapi::jiff::SignedDuration::try_from(d).ok()?;
-    t.checked_add(sd).ok()
 }
 
 /// The pending intent recorded under `launch_key`, if any.
