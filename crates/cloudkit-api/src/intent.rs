@@ -82,6 +82,17 @@ pub fn with_recorded_intent(ci: &ComputeInstance) -> Cow<'_, ComputeInstance> {
     }
 }
 
+/// Removes the annotation from `ci` once it no longer counts (the status was written), so that
+/// neither the operator's cache nor the automation's copy of the CI carries it.
+pub fn remove_if_inert(ci: &mut ComputeInstance) {
+    if status_never_written(ci.status.as_ref()) {
+        return;
+    }
+    if let Some(annotations) = ci.metadata.annotations.as_mut() {
+        annotations.remove(PROVISION_INTENT_ANNOTATION);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +208,22 @@ mod tests {
             Some(vec![job])
         );
         assert_eq!(view.metadata, ci.metadata);
+    }
+
+    #[test]
+    fn the_annotation_is_removed_once_inert_and_only_then() {
+        let job = intent("uid-1/provision/abc/1");
+        let mut ci = ci_with(Some(encode(&job)), None);
+        remove_if_inert(&mut ci);
+        assert_eq!(recorded_intent(&ci), Some(job.clone()), "it still counts");
+        ci.status = Some(ComputeInstanceStatus {
+            jobs: vec![job],
+            ..Default::default()
+        });
+        remove_if_inert(&mut ci);
+        assert_eq!(ci.metadata.annotations, Some(Default::default()));
+        let mut bare = ci_with(None, ci.status.clone());
+        remove_if_inert(&mut bare);
+        assert_eq!(bare.metadata.annotations, None, "no empty map is made up");
     }
 }

@@ -11,8 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloudkit_api::intent::{status_never_written, with_recorded_intent};
-use cloudkit_api::metadata::PROVISION_INTENT_ANNOTATION;
+use cloudkit_api::intent::{self, with_recorded_intent};
 use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobType, ProviderKind};
 use cloudkit_provider::{CancelOutcome, Launch, Provider, ProviderError, ProviderRegistry};
 use futures::StreamExt;
@@ -421,13 +420,10 @@ async fn cancel(
             ctx.memory()
                 .cancels
                 .insert((uid.to_string(), job_id.to_string()));
-            events.push(EventSpec {
-                type_: EventType::Normal,
-                reason: "CancelRequested".into(),
-                message: format!(
-                    "deletion requested: asked {kind} to cancel provision job {job_id}"
-                ),
-            });
+            events.push(EventSpec::normal(
+                "CancelRequested",
+                format!("deletion requested: asked {kind} to cancel provision job {job_id}"),
+            ));
         }
         Ok(CancelOutcome::AlreadyFinished | CancelOutcome::Unsupported) => {
             ctx.memory()
@@ -470,13 +466,10 @@ const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-config
 /// intent's annotation once the status is written and it is inert.
 pub(crate) fn slim(ci: &mut ComputeInstance) {
     ci.managed_fields_mut().clear();
-    let inert_intent = !status_never_written(ci.status.as_ref());
     if let Some(annotations) = ci.metadata.annotations.as_mut() {
         annotations.remove(LAST_APPLIED_ANNOTATION);
-        if inert_intent {
-            annotations.remove(PROVISION_INTENT_ANNOTATION);
-        }
     }
+    intent::remove_if_inert(ci);
 }
 
 fn is_superseded(ctx: &Context, uid: &str, ci: &ComputeInstance) -> bool {
@@ -537,6 +530,7 @@ fn reports_new_result(ci: &ComputeInstance, status: &ComputeInstanceStatus) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloudkit_api::metadata::PROVISION_INTENT_ANNOTATION;
 
     #[test]
     fn a_new_reconciled_annotation_is_a_reason_to_poll_at_once() {

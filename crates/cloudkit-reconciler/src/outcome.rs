@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::conditions::{find_condition, set_condition};
 use crate::messages::{self, reason};
-use crate::plan::{ErrorInfo, EventSpec, EventType, FinishedJob};
+use crate::plan::{ErrorInfo, EventSpec, FinishedJob};
 use crate::settings::Capabilities;
 use crate::time::add;
 use cloudkit_api::metadata::CONDITION_CONFIGURATION_APPLIED;
@@ -98,17 +98,16 @@ pub fn apply_launch_answer(
             job.aap_job_kind = started.aap_job_kind;
             job.block_deletion_on_failure = Some(started.block_deletion_on_failure);
             effect.started = Some((job.job_type, owner));
-            effect.events.push(EventSpec {
-                type_: EventType::Normal,
-                reason: "JobStarted".into(),
-                message: format!(
+            effect.events.push(EventSpec::normal(
+                "JobStarted",
+                format!(
                     "started {} job {} ({}) attempt {}",
                     job.job_type,
                     job.job_id,
                     owner,
                     job.attempt.unwrap_or(1)
                 ),
-            });
+            ));
             // The Applying condition named the job as not yet assigned: say what it is now, in
             // this same write, instead of spending the next pass's write on it.
             let refresh = (job.job_type == JobType::Provision)
@@ -146,21 +145,17 @@ pub fn apply_launch_answer(
             retry_after,
         } => {
             status.jobs.remove(index);
-            effect.events.push(EventSpec {
-                type_: EventType::Normal,
-                reason: "DeprovisionWaiting".into(),
-                message,
-            });
+            effect
+                .events
+                .push(EventSpec::normal("DeprovisionWaiting", message));
             effect.requeue_after = Some(retry_after);
             effect.not_before = add(now, retry_after);
         }
         LaunchAnswer::Skipped { message } => {
             status.jobs.remove(index);
-            effect.events.push(EventSpec {
-                type_: EventType::Normal,
-                reason: "DeprovisionSkipped".into(),
-                message,
-            });
+            effect
+                .events
+                .push(EventSpec::normal("DeprovisionSkipped", message));
             effect.remove_finalizer = true;
         }
         LaunchAnswer::Failed(err) if err.kind == ProviderErrorKind::RateLimited => {
@@ -211,11 +206,10 @@ pub fn apply_launch_answer(
                 err.message
             ));
             effect.requeue_after = Some(launch_window);
-            effect.events.push(EventSpec {
-                type_: EventType::Warning,
-                reason: "TriggerFailed".into(),
-                message: format!("{} launch outcome unknown: {}", job.job_type, err.message),
-            });
+            effect.events.push(EventSpec::warning(
+                "TriggerFailed",
+                format!("{} launch outcome unknown: {}", job.job_type, err.message),
+            ));
         }
         LaunchAnswer::Failed(err) => {
             job.state = JobState::Failed;
@@ -224,11 +218,10 @@ pub fn apply_launch_answer(
             if job.job_type == JobType::Deprovision {
                 job.block_deletion_on_failure = Some(caps.blocks_deletion_on_failure);
             }
-            effect.events.push(EventSpec {
-                type_: EventType::Warning,
-                reason: "TriggerFailed".into(),
-                message: format!("{} trigger failed ({owner}): {}", job.job_type, err.message),
-            });
+            effect.events.push(EventSpec::warning(
+                "TriggerFailed",
+                format!("{} trigger failed ({owner}): {}", job.job_type, err.message),
+            ));
             effect.finished = Some(FinishedJob {
                 job_type: job.job_type,
                 provider: owner,

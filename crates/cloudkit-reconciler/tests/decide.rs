@@ -969,6 +969,17 @@ fn deprovision_outcomes() {
             "{state} block={block}"
         );
         assert_eq!(plan.call, None, "exactly one deprovision per deletion");
+        if removed {
+            assert!(
+                plan.status.is_some(),
+                "{state} block={block}: the phase changed"
+            );
+            assert_eq!(
+                plan.status_write(),
+                None,
+                "{state} block={block}: the object is about to go, its last status is not written"
+            );
+        }
         if blocked {
             let cond =
                 find_condition(&status(&plan).conditions, CONDITION_DELETION_BLOCKED).unwrap();
