@@ -75,7 +75,7 @@ pub fn decide(
     st.observed_generation = generation;
     let retry_token = annotation(RETRY_ANNOTATION).map(str::to_string);
 
-    let mut ctx = Decision {
+    let mut decision = Decision {
         settings,
         now,
         plan: &mut plan,
@@ -86,10 +86,10 @@ pub fn decide(
         cancel_requested: &observed.cancel_requested,
     };
 
-    ctx.fold_observations(&mut st.jobs, observed);
-    ctx.resolve_lost_launches(&mut st.jobs, observed, deleting);
+    decision.fold_observations(&mut st.jobs, observed);
+    decision.resolve_lost_launches(&mut st.jobs, observed, deleting);
     if !deleting {
-        ctx.expire_silent_provisions(&mut st.jobs, has_aap_finalizer);
+        decision.expire_silent_provisions(&mut st.jobs, has_aap_finalizer);
     }
 
     // A non-terminal job whose provider is not configured can be neither read nor cancelled.
@@ -111,12 +111,12 @@ pub fn decide(
 
     if deleting {
         st.phase = Some(Phase::Deleting);
-        ctx.decide_delete(&mut st, has_aap_finalizer, retry_token, generation);
+        decision.decide_delete(&mut st, has_aap_finalizer, retry_token, generation);
     } else {
         let outlook = if invalid.is_some() || management == ManagementState::Manual {
-            ctx.waiting_outlook(&st.jobs, &desired)
+            decision.waiting_outlook(&st.jobs, &desired)
         } else {
-            ctx.decide_provision(&mut st, &desired, &reconciled, retry_token)
+            decision.decide_provision(&mut st, &desired, &reconciled, retry_token)
         };
         st.phase = Some(if outlook == Outlook::FailedFinal {
             Phase::Failed
@@ -133,7 +133,7 @@ pub fn decide(
             (true, reason::APPLIED, messages::applied(&desired))
         } else if management == ManagementState::Manual {
             (false, reason::MANUAL, messages::MANUAL.to_string())
-        } else if let Some(msg) = ctx.provider_error.clone() {
+        } else if let Some(msg) = decision.provider_error.clone() {
             (false, reason::PROVIDER_ERROR, msg)
         } else {
             match &outlook {
@@ -161,7 +161,7 @@ pub fn decide(
             generation,
             now,
         );
-        ctx.event_on_new_reason(&old, reason, &message);
+        decision.event_on_new_reason(&old, reason, &message);
     }
 
     trim_history(&mut st.jobs, settings.history_limit);
