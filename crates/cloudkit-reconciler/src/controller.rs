@@ -29,7 +29,7 @@ use crate::outcome::LaunchAnswer;
 use crate::plan::{EventSpec, EventType, FinalizerChange, Observed, ProviderCall};
 use crate::settings::{Capabilities, Settings};
 use crate::writes::{
-    FIELD_MANAGER, LaunchOutcome, STALE_RETRY, advance, is_conflict, record_answer, set_finalizer,
+    self, FIELD_MANAGER, LaunchOutcome, STALE_RETRY, advance, record_answer, set_finalizer,
     write_status,
 };
 
@@ -264,14 +264,8 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
     }
 
     if remove_finalizer {
-        match set_finalizer(&api, &current, false, None).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) if is_conflict(&e) => {
-                ctx.metrics.write_conflict("finalizer");
-                return Ok(Action::requeue(STALE_RETRY));
-            }
-            Err(e) => return Err(e.into()),
+        if !writes::remove_finalizer(&api, &current, ctx).await? {
+            return Ok(Action::requeue(STALE_RETRY));
         }
         forget(ctx, &uid);
     } else if !replaced.is_empty() {

@@ -164,6 +164,17 @@ pub(crate) async fn write_status(
     status: &ComputeInstanceStatus,
     metrics: &Metrics,
 ) -> Result<ComputeInstance, kube::Error> {
+    let body = status_patch(current, status);
+    metrics.status_written();
+    let mut updated = api
+        .patch_status(&current.name_any(), &patch_params(), &Patch::Merge(&body))
+        .await?;
+    slim(&mut updated);
+    Ok(updated)
+}
+
+/// The body of [`write_status`].
+fn status_patch(current: &ComputeInstance, status: &ComputeInstanceStatus) -> serde_json::Value {
     let mut fields = match serde_json::to_value(status) {
         Ok(serde_json::Value::Object(map)) => map,
         _ => serde_json::Map::new(),
@@ -173,16 +184,10 @@ pub(crate) async fn write_status(
             .entry(key.to_string())
             .or_insert(serde_json::Value::Null);
     }
-    let body = serde_json::json!({
+    serde_json::json!({
         "metadata": { "resourceVersion": current.resource_version() },
         "status": fields,
-    });
-    metrics.status_written();
-    let mut updated = api
-        .patch_status(&current.name_any(), &patch_params(), &Patch::Merge(&body))
-        .await?;
-    slim(&mut updated);
-    Ok(updated)
+    })
 }
 
 fn patch_params() -> PatchParams {
@@ -211,6 +216,24 @@ pub(crate) async fn set_finalizer(
     present: bool,
     intent: Option<&JobStatus>,
 ) -> Result<ComputeInstance, kube::Error> {
+    let body = finalizer_patch(current, present, intent);
+    let mut updated = api
+        .patch(
+            &current.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await?;
+    slim(&mut updated);
+    Ok(updated)
+}
+
+/// The body of [`set_finalizer`].
+fn finalizer_patch(
+    current: &ComputeInstance,
+    present: bool,
+    intent: Option<&JobStatus>,
+) -> serde_json::Value {
     let mut finalizers: Vec<String> = current
         .finalizers()
         .iter()
@@ -230,24 +253,96 @@ pub(crate) async fn set_finalizer(
         body["metadata"]["annotations"] =
             serde_json::json!({ PROVISION_INTENT_ANNOTATION: cloudkit_api::intent::encode(job) });
     }
-    let mut updated = api
-        .patch(
-            &current.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&body),
-        )
-        .await?;
-    slim(&mut updated);
-    Ok(updated)
+    body
 }
 
-pub(crate) fn is_conflict(e: &kube::Error) -> bool {
+/// Removes the operator's finalizer, the last write of a pass. `Ok(false)` when the API server
+/// refused it with 409 (the pass worked from a stale object); an object already gone needs
+/// no removal.
+pub(crate) async fn remove_finalizer(
+    api: &Api<ComputeInstance>,
+    current: &ComputeInstance,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    match set_finalizer(api, current, false, None).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
+        Err(e) if is_conflict(&e) => {
+            ctx.metrics.write_conflict("finalizer");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloudkit_api::metadata::AAP_FINALIZER;
+    use serde_json::json;
+
+    fn at_version(rv: &str) -> ComputeInstance {
+        let mut ci =
+            ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
+        ci.metadata.resource_version = Some(rv.into());
+        ci
+    }
+
+    #[test]
+    fn the_finalizer_patch_keeps_other_finalizers_and_carries_the_first_intent() {
+        let mut ci = at_version("5");
+        ci.metadata.finalizers = Some(vec![AAP_FINALIZER.into()]);
+        assert_eq!(
+            finalizer_patch(&ci, true, None),
+            json!({"metadata": {"resourceVersion": "5", "finalizers": [AAP_FINALIZER, FINALIZER]}})
+        );
+        let mut intent = JobStatus::new(
+            "",
+            JobType::Provision,
+            Time(Timestamp::UNIX_EPOCH),
+            JobState::Pending,
+        );
+        intent.launch_key = Some("uid-1/provision/abc/1".into());
+        assert_eq!(
+            finalizer_patch(&ci, true, Some(&intent)),
+            json!({"metadata": {
+                "resourceVersion": "5",
+                "finalizers": [AAP_FINALIZER, FINALIZER],
+                "annotations": {PROVISION_INTENT_ANNOTATION: cloudkit_api::intent::encode(&intent)},
+            }})
+        );
+        ci.metadata.finalizers = Some(vec![FINALIZER.into(), AAP_FINALIZER.into()]);
+        assert_eq!(
+            finalizer_patch(&ci, false, None),
+            json!({"metadata": {"resourceVersion": "5", "finalizers": [AAP_FINALIZER]}})
+        );
+    }
+
+    #[test]
+    fn the_status_patch_is_conditional_and_clears_emptied_fields() {
+        let status = ComputeInstanceStatus {
+            desired_config_version: Some("abc".into()),
+            ..ComputeInstanceStatus::default()
+        };
+        assert_eq!(
+            status_patch(&at_version("7"), &status),
+            json!({
+                "metadata": {"resourceVersion": "7"},
+                "status": {
+                    "desiredConfigVersion": "abc",
+                    "phase": null,
+                    "conditions": null,
+                    "observedGeneration": null,
+                    "reconciledConfigVersion": null,
+                    "jobs": null,
+                },
+            })
+        );
+    }
     use cloudkit_api::{JobState, JobType, Phase};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
