@@ -164,7 +164,10 @@ fn new_ci_gets_finalizer_and_one_provision_intent() {
     assert_eq!(intent.launch_key.as_deref(), Some(key.as_str()));
     assert_eq!(intent.attempt, Some(1));
     assert_eq!(intent.timestamp, Time(at(0)));
-    assert!(key.starts_with("uid-1/provision/"), "{key}");
+    assert_eq!(
+        key,
+        LaunchKey::provision("uid-1", desired(&c), 1).to_string()
+    );
     assert_eq!(st.phase, Some(Phase::Starting));
     assert_eq!(
         st.desired_config_version.as_deref(),
@@ -725,9 +728,10 @@ fn an_intent_recorded_with_the_finalizer_counts_as_the_status() {
     recorded_in_annotation(&mut copied, &pending);
     let plan = decide(&copied, &obs(), at(60), &aap());
     let (_, _, key) = launched(&plan).expect("a launch of its own");
-    assert!(
-        key.starts_with("uid-2/provision/"),
-        "another CI's intent does not count: {key}"
+    assert_eq!(
+        key,
+        LaunchKey::provision("uid-2", desired(&c), 1).to_string(),
+        "another CI's intent does not count"
     );
 }
 
@@ -910,7 +914,14 @@ fn delete_during_aap_provision_cancels_then_deprovisions_once() {
 
     // Canceled: exactly one deprovision starts.
     let plan = decide(&c, &observe("7265", JobState::Canceled), at(70), &aap());
-    assert_eq!(launched(&plan).map(|l| l.1), Some(JobType::Deprovision));
+    assert_eq!(
+        launched(&plan),
+        Some((
+            ProviderKind::Aap,
+            JobType::Deprovision,
+            LaunchKey::deprovision("uid-1", 1).to_string()
+        ))
+    );
     let deprovisions = status(&plan)
         .jobs
         .iter()
