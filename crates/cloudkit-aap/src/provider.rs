@@ -99,7 +99,8 @@ impl AapProvider {
 
 /// The extra variables of a launch:
 /// `{"ansible_eda": {"event": {"payload": <ci>}}, "cloudkit_launch_key": <key>}` (the key is
-/// left out when empty).
+/// left out when empty). The key is sent and searched for as the opaque text the intent
+/// recorded (a [`cloudkit_api::LaunchKey`]); AAP never needs its parts.
 pub fn launch_extra_vars(
     ci: &ComputeInstance,
     launch_key: &str,

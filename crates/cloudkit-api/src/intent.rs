@@ -4,20 +4,22 @@
 //! launch key) so that a launch whose answer is lost can be found again instead of repeated.
 //! Intents live in `status.jobs[]`, except the very first one of a CI: that one is written in
 //! the same metadata patch as the operator's finalizer, in
-//! [`PROVISION_INTENT_ANNOTATION`](crate::metadata::PROVISION_INTENT_ANNOTATION), which saves a
+//! [`crate::metadata::PROVISION_INTENT_ANNOTATION`], which saves a
 //! write (and a round trip before the launch) on every new CI. The annotation counts only while
 //! the operator has never written the CI's status; the first status write carries the intent
 //! (or its outcome) into `status.jobs[]`, and from then on the annotation is ignored.
 //!
 //! ```
-//! use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobStatus, JobType, intent};
+//! use cloudkit_api::{
+//!     ComputeInstance, ComputeInstanceSpec, JobState, JobStatus, JobType, LaunchKey, intent,
+//! };
 //! use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 //! use k8s_openapi::jiff::Timestamp;
 //!
 //! let mut ci = ComputeInstance::new("vm-1", ComputeInstanceSpec::for_template("t"));
 //! ci.metadata.uid = Some("u-1".into());
 //! let mut job = JobStatus::new("", JobType::Provision, Time(Timestamp::UNIX_EPOCH), JobState::Pending);
-//! job.launch_key = Some("u-1/provision/c15fb6a31521d9c3/1".into());
+//! job.launch_key = Some(LaunchKey::provision("u-1", "c15fb6a31521d9c3", 1).to_string());
 //! ci.metadata.annotations = Some([(
 //!     cloudkit_api::metadata::PROVISION_INTENT_ANNOTATION.to_string(),
 //!     intent::encode(&job),
@@ -29,20 +31,7 @@
 use std::borrow::Cow;
 
 use crate::metadata::PROVISION_INTENT_ANNOTATION;
-use crate::{ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType};
-
-/// What launch keys of `ci` start with: its uid, or `<namespace>/<name>` for an object that has
-/// none yet (only ever in tests; the API server always assigns one).
-pub fn launch_scope(ci: &ComputeInstance) -> String {
-    match &ci.metadata.uid {
-        Some(uid) => uid.clone(),
-        None => format!(
-            "{}/{}",
-            ci.metadata.namespace.as_deref().unwrap_or_default(),
-            ci.metadata.name.as_deref().unwrap_or_default()
-        ),
-    }
-}
+use crate::{ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType, LaunchKey};
 
 /// Whether the operator has never written `status`: no job and no desired configuration version
 /// (every status the operator writes has one).
@@ -69,11 +58,11 @@ pub fn recorded_intent(ci: &ComputeInstance) -> Option<JobStatus> {
         .as_ref()?
         .get(PROVISION_INTENT_ANNOTATION)?;
     let job: JobStatus = serde_json::from_str(value).ok()?;
-    let prefix = format!("{}/{}/", launch_scope(ci), JobType::Provision);
     let own = job
         .launch_key
         .as_deref()
-        .is_some_and(|k| k.starts_with(&prefix));
+        .and_then(|k| k.parse::<LaunchKey>().ok())
+        .is_some_and(|k| k.is_provision_of(ci));
     let intent = job.job_id.is_empty()
         && job.job_type == JobType::Provision
         && job.state == JobState::Pending;
@@ -90,6 +79,17 @@ pub fn with_recorded_intent(ci: &ComputeInstance) -> Cow<'_, ComputeInstance> {
             Cow::Owned(view)
         }
         None => Cow::Borrowed(ci),
+    }
+}
+
+/// Removes the annotation from `ci` once it no longer counts (the status was written), so that
+/// neither the operator's cache nor the automation's copy of the CI carries it.
+pub fn remove_if_inert(ci: &mut ComputeInstance) {
+    if status_never_written(ci.status.as_ref()) {
+        return;
+    }
+    if let Some(annotations) = ci.metadata.annotations.as_mut() {
+        annotations.remove(PROVISION_INTENT_ANNOTATION);
     }
 }
 
@@ -180,6 +180,11 @@ mod tests {
                 encode(&intent("uid-1/abc/1")),
                 false,
             ),
+            (
+                "a key without the attempt",
+                encode(&intent("uid-1/provision/abc")),
+                false,
+            ),
             ("a job id", encode(&with_id), false),
             ("not pending", encode(&running), false),
             ("a deprovision", encode(&deprovision), false),
@@ -203,5 +208,22 @@ mod tests {
             Some(vec![job])
         );
         assert_eq!(view.metadata, ci.metadata);
+    }
+
+    #[test]
+    fn the_annotation_is_removed_once_inert_and_only_then() {
+        let job = intent("uid-1/provision/abc/1");
+        let mut ci = ci_with(Some(encode(&job)), None);
+        remove_if_inert(&mut ci);
+        assert_eq!(recorded_intent(&ci), Some(job.clone()), "it still counts");
+        ci.status = Some(ComputeInstanceStatus {
+            jobs: vec![job],
+            ..Default::default()
+        });
+        remove_if_inert(&mut ci);
+        assert_eq!(ci.metadata.annotations, Some(Default::default()));
+        let mut bare = ci_with(None, ci.status.clone());
+        remove_if_inert(&mut bare);
+        assert_eq!(bare.metadata.annotations, None, "no empty map is made up");
     }
 }

@@ -25,6 +25,7 @@ mod config_version;
 pub mod history;
 pub mod intent;
 mod job;
+mod launch_key;
 pub mod metadata;
 
 pub use compute_instance::{
@@ -33,6 +34,7 @@ pub use compute_instance::{
 };
 pub use config_version::{canonical_spec_json, config_version, fnv1a64};
 pub use job::{AapJobKind, EDA_JOB_ID_PREFIX, JobState, JobStatus, JobType, ProviderKind};
+pub use launch_key::{LaunchKey, LaunchKeyError};
 
 use kube::CustomResourceExt;
 

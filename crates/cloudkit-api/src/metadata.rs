@@ -35,6 +35,22 @@ pub const CONDITION_CONFIGURATION_APPLIED: &str = "ConfigurationApplied";
 /// Condition type: true when a failed deprovision keeps the CI from being deleted.
 pub const CONDITION_DELETION_BLOCKED: &str = "DeletionBlocked";
 
+impl crate::ComputeInstance {
+    /// Whether the CI carries `finalizer`.
+    pub fn has_finalizer(&self, finalizer: &str) -> bool {
+        self.metadata
+            .finalizers
+            .as_ref()
+            .is_some_and(|f| f.iter().any(|x| x == finalizer))
+    }
+
+    /// Whether the CI carries [`AAP_FINALIZER`]: the automation has started on it and has not
+    /// finished deprovisioning it.
+    pub fn has_aap_finalizer(&self) -> bool {
+        self.has_finalizer(AAP_FINALIZER)
+    }
+}
+
 /// How much of a CI's life the operator manages, from [`MANAGEMENT_STATE_ANNOTATION`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum ManagementState {
@@ -63,6 +79,21 @@ impl ManagementState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ComputeInstance, ComputeInstanceSpec};
+
+    #[test]
+    fn finalizers_are_matched_exactly() {
+        let mut ci = ComputeInstance::new("vm", ComputeInstanceSpec::for_template("t"));
+        assert!(!ci.has_aap_finalizer(), "no finalizers");
+        ci.metadata.finalizers = Some(vec![FINALIZER.into()]);
+        assert!(ci.has_finalizer(FINALIZER));
+        assert!(
+            !ci.has_aap_finalizer(),
+            "the operator's own is not the automation's"
+        );
+        ci.metadata.finalizers = Some(vec![FINALIZER.into(), AAP_FINALIZER.into()]);
+        assert!(ci.has_aap_finalizer());
+    }
 
     #[test]
     fn management_state_values() {

@@ -66,4 +66,4 @@ pub use config::{
     DEFAULT_REQUEST_TIMEOUT, DEPROVISION_WEBHOOK_ENV, EdaConfig, EdaConfigError, HMAC_SECRET_ENV,
     MINIMUM_REQUEST_INTERVAL_ENV, PROVISION_WEBHOOK_ENV, TOKEN_ENV, Webhook,
 };
-pub use provider::{ACCEPTED_MESSAGE, EdaProvider, has_aap_finalizer, reported_config_versions};
+pub use provider::{ACCEPTED_MESSAGE, EdaProvider, reported_config_versions};

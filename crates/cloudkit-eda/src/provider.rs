@@ -54,14 +54,6 @@ impl EdaProvider {
     }
 }
 
-/// Whether the CI carries the finalizer the automation adds while something is provisioned.
-pub fn has_aap_finalizer(ci: &ComputeInstance) -> bool {
-    ci.metadata
-        .finalizers
-        .as_ref()
-        .is_some_and(|f| f.iter().any(|x| x == AAP_FINALIZER))
-}
-
 /// The configuration versions the automation reported as applied: the annotation (fresh) and
 /// `status.reconciledConfigVersion` (a copy made by the operator). Empty values are left out.
 pub fn reported_config_versions(ci: &ComputeInstance) -> impl Iterator<Item = &str> {
@@ -112,7 +104,7 @@ fn provision_state(ci: &ComputeInstance, job: &JobStatus) -> JobObservation {
 }
 
 fn deprovision_state(ci: &ComputeInstance, job: &JobStatus) -> JobObservation {
-    if has_aap_finalizer(ci) {
+    if ci.has_aap_finalizer() {
         JobObservation::with_message(
             job.state,
             format!("waiting for the automation to remove the {AAP_FINALIZER} finalizer"),
@@ -149,7 +141,7 @@ impl Provider for EdaProvider {
         ci: &ComputeInstance,
         _launch: &Launch,
     ) -> Result<DeprovisionOutcome, ProviderError> {
-        if !has_aap_finalizer(ci) {
+        if !ci.has_aap_finalizer() {
             return Ok(DeprovisionOutcome::Skipped {
                 message: format!(
                     "no {AAP_FINALIZER} finalizer: nothing was provisioned, nothing to deprovision"

@@ -1,36 +1,37 @@
-//! The Kubernetes glue: observe, decide, execute.
+//! The Kubernetes glue: watch, observe, decide, execute.
 //!
-//! A pass reads the providers ([`Observed`]), calls [`decide`], and executes the plan: the
-//! finalizer first, then the status (written with the object's resourceVersion as a
-//! precondition, so a pass that worked from a stale cache fails with a conflict instead of
-//! acting twice), then the one provider call, then the finalizer removal.
+//! The watch keeps a slim cache of CIs; a pass reads the providers ([`Observed`]), calls
+//! [`decide`], and executes the plan: the finalizer first, then the status (see
+//! [`crate::writes`] for how each write guards against a stale decision), then the one provider
+//! call, then the finalizer removal. What the controller remembers between passes is
+//! [`Memory`]; losing it costs nothing but a repeated request.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloudkit_api::intent::{status_never_written, with_recorded_intent};
-use cloudkit_api::metadata::{FINALIZER, PROVISION_INTENT_ANNOTATION};
-use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobStatus, JobType, ProviderKind};
+use cloudkit_api::intent::{self, with_recorded_intent};
+use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobType, ProviderKind};
 use cloudkit_provider::{CancelOutcome, Launch, Provider, ProviderError, ProviderRegistry};
 use futures::StreamExt;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action as Requeue, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter};
 use kube::runtime::reflector;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
-use crate::decide::{Action, EventSpec, EventType, FinalizerChange, Observed, Plan, decide};
+use crate::decide::decide;
 use crate::metrics::Metrics;
-use crate::outcome::{LaunchAnswer, apply_launch_answer};
+use crate::outcome::LaunchAnswer;
+use crate::plan::{EventSpec, EventType, FinalizerChange, Observed, ProviderCall};
 use crate::settings::{Capabilities, Settings};
-
-/// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "cloudkit-operator";
+use crate::writes::{
+    self, FIELD_MANAGER, LaunchOutcome, STALE_RETRY, advance, record_answer, set_finalizer,
+    write_status,
+};
 
 /// Errors of a reconcile pass. Their names double as metric labels.
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +60,13 @@ impl Error {
 /// What the controller remembers between passes. Losing it (a restart) costs at most a
 /// repeated cancel request or an early retry that the provider refuses again.
 #[derive(Debug, Default)]
-struct Memory {
+pub(crate) struct Memory {
     /// Per CI uid: no launch before this time, and the refusal that asked for it, if any.
-    not_before: HashMap<String, (Timestamp, Option<String>)>,
+    pub(crate) not_before: HashMap<String, (Timestamp, Option<String>)>,
     /// (uid, job id) pairs already asked to cancel.
     cancels: HashSet<(String, String)>,
     /// When each (uid, job id) was last polled over the network.
-    polled: HashMap<(String, String), Instant>,
+    pub(crate) polled: HashMap<(String, String), Instant>,
     /// Per CI uid: the resourceVersions the last pass's own writes replaced. The cache can still
     /// hand out such a version for a moment; a pass over it would only be refused with 409.
     superseded: HashMap<String, Vec<String>>,
@@ -92,9 +93,9 @@ impl Memory {
 pub struct Context {
     client: Client,
     registry: ProviderRegistry,
-    settings: Settings,
+    pub(crate) settings: Settings,
     recorder: Recorder,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     memory: Mutex<Memory>,
 }
 
@@ -137,7 +138,7 @@ impl Context {
         &self.settings
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+    pub(crate) fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
         // A panic while holding this lock leaves plain data behind; keep going with it.
         self.memory
             .lock()
@@ -181,25 +182,26 @@ pub async fn run(
         .await;
 }
 
-fn error_policy(_ci: Arc<ComputeInstance>, error: &Error, ctx: Arc<Context>) -> Requeue {
+fn error_policy(_ci: Arc<ComputeInstance>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(error = %error, "reconcile failed");
     ctx.metrics.reconcile_error(error.label());
-    Requeue::requeue(jitter(Duration::from_secs(5)))
+    Action::requeue(jitter(Duration::from_secs(5)))
 }
 
 /// One reconcile pass over `ci`.
-pub async fn reconcile(ci: Arc<ComputeInstance>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+pub async fn reconcile(ci: Arc<ComputeInstance>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_inner(&ci, &ctx).await;
     ctx.metrics.reconciled(started.elapsed());
     result
 }
 
-async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue, Error> {
+async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action, Error> {
     let (Some(namespace), Some(_)) = (raw.namespace(), raw.metadata.name.as_ref()) else {
         return Err(Error::Incomplete);
     };
-    // A first provision intent recorded with the finalizer counts as part of the status.
+    // A first provision intent recorded with the finalizer counts as part of the status, for
+    // the providers as for `decide`.
     let view = with_recorded_intent(raw);
     let ci: &ComputeInstance = &view;
     let api: Api<ComputeInstance> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -208,13 +210,13 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
         // The version this pass would write is on its way through the watch; the wake-up it
         // brings runs the pass on it. The requeue is only a bound in case it never comes.
         debug!("skipping a pass over a version this operator has already replaced");
-        return Ok(Requeue::requeue(Duration::from_secs(1)));
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let mut replaced = Vec::new();
 
     let observed = observe(ci, ctx, &uid).await;
     let now = Timestamp::now();
-    let plan = decide(ci, &observed, now, &ctx.settings);
+    let plan = decide(raw, &observed, now, &ctx.settings);
     let mut requeue = plan.requeue_after;
     let mut events = plan.events.clone();
     for f in &plan.finished {
@@ -223,30 +225,26 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
     }
 
     let mut current = ci.clone();
-    let first_intent = first_intent(raw, &plan);
     if plan.finalizer == FinalizerChange::Add {
-        let result = set_finalizer(&api, &current, true, first_intent.as_ref()).await;
+        let result = set_finalizer(&api, &current, true, plan.first_intent.as_ref()).await;
         if !advance(result, &mut current, &mut replaced, ctx, "finalizer")? {
-            return Ok(Requeue::requeue(STALE_RETRY));
+            return Ok(Action::requeue(STALE_RETRY));
         }
-        if first_intent.is_some() {
+        if plan.first_intent.is_some() {
             // The intent is recorded; the rest of the status goes with the launch's answer.
             current.status.clone_from(&plan.status);
         }
     }
-    // The object is about to go; its last status would be written for nobody.
-    let skip_status = (plan.finalizer == FinalizerChange::Remove && plan.action.is_none())
-        || first_intent.is_some();
-    if let (Some(status), false) = (&plan.status, skip_status) {
+    if let Some(status) = plan.status_write() {
         let result = write_status(&api, &current, status, &ctx.metrics).await;
         if !advance(result, &mut current, &mut replaced, ctx, "status")? {
-            return Ok(Requeue::requeue(STALE_RETRY));
+            return Ok(Action::requeue(STALE_RETRY));
         }
     }
 
     let mut remove_finalizer = plan.finalizer == FinalizerChange::Remove;
-    match &plan.action {
-        Some(Action::Launch {
+    match &plan.call {
+        Some(ProviderCall::Launch {
             provider,
             job_type,
             launch_key,
@@ -259,21 +257,15 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
             remove_finalizer |= outcome.remove_finalizer;
             requeue = min_opt(requeue, outcome.requeue_after);
         }
-        Some(Action::Cancel { provider, job_id }) => {
+        Some(ProviderCall::Cancel { provider, job_id }) => {
             cancel(ctx, &current, *provider, job_id, &uid, &mut events).await?;
         }
         None => {}
     }
 
     if remove_finalizer {
-        match set_finalizer(&api, &current, false, None).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => {}
-            Err(e) if is_conflict(&e) => {
-                ctx.metrics.write_conflict("finalizer");
-                return Ok(Requeue::requeue(STALE_RETRY));
-            }
-            Err(e) => return Err(e.into()),
+        if !writes::remove_finalizer(&api, &current, ctx).await? {
+            return Ok(Action::requeue(STALE_RETRY));
         }
         forget(ctx, &uid);
     } else if !replaced.is_empty() {
@@ -282,8 +274,8 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Requeue
 
     publish(ctx, &current, events).await;
     Ok(match requeue {
-        Some(after) => Requeue::requeue(jitter(after)),
-        None => Requeue::await_change(),
+        Some(after) => Action::requeue(jitter(after)),
+        None => Action::await_change(),
     })
 }
 
@@ -363,21 +355,12 @@ async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
     observed
 }
 
-struct LaunchOutcome {
-    current: ComputeInstance,
-    /// The resourceVersion the answer's write replaced, if it was written.
-    replaced: Option<String>,
-    events: Vec<EventSpec>,
-    remove_finalizer: bool,
-    requeue_after: Option<Duration>,
-}
-
-/// Calls the provider for a recorded intent and records its answer, re-reading and re-applying
-/// on conflicts so a returned job id is never lost.
+/// Calls the provider for a recorded intent and records its answer
+/// ([`record_answer`]).
 async fn launch(
     ctx: &Context,
     api: &Api<ComputeInstance>,
-    mut current: ComputeInstance,
+    current: ComputeInstance,
     kind: ProviderKind,
     job_type: JobType,
     launch_key: &str,
@@ -403,71 +386,7 @@ async fn launch(
         LaunchAnswer::Failed((&e).into())
     });
     let caps = capabilities(provider.as_ref());
-    let name = current.name_any();
-
-    for _ in 0..5 {
-        let mut status: ComputeInstanceStatus = current.status.clone().unwrap_or_default();
-        let Some(effect) = apply_launch_answer(
-            &mut status,
-            launch_key,
-            answer.clone(),
-            caps,
-            ctx.settings.launch_window,
-            ctx.settings.poll_interval,
-            Timestamp::now(),
-        ) else {
-            // Someone already recorded the outcome (or the intent is gone).
-            break;
-        };
-        match write_status(api, &current, &status, &ctx.metrics).await {
-            Ok(updated) => {
-                if let Some((t, p)) = effect.started {
-                    ctx.metrics.job_started(t, p);
-                }
-                if let Some(f) = &effect.finished {
-                    ctx.metrics
-                        .job_finished(f.job_type, f.provider, f.state, f.duration);
-                }
-                if let Some(nb) = effect.not_before {
-                    ctx.memory()
-                        .not_before
-                        .insert(uid.to_string(), (nb, effect.refusal.clone()));
-                }
-                // The launch answer is as fresh as a poll: the wake-up our own write causes is no
-                // reason to ask the provider again (and write again) right away.
-                if let LaunchAnswer::Started(job) = &answer {
-                    ctx.memory()
-                        .polled
-                        .insert((uid.to_string(), job.job_id.clone()), Instant::now());
-                }
-                return Ok(LaunchOutcome {
-                    replaced: replaced_version(&current, &updated),
-                    current: updated,
-                    events: effect.events,
-                    remove_finalizer: effect.remove_finalizer,
-                    requeue_after: effect.requeue_after,
-                });
-            }
-            Err(e) if is_conflict(&e) => {
-                ctx.metrics.write_conflict("answer");
-                let mut fresh = api.get_status(&name).await?;
-                slim(&mut fresh);
-                if status_never_written(fresh.status.as_ref()) {
-                    // Only the intent annotation holds the intent: keep the status being written.
-                    fresh.status = current.status.take();
-                }
-                current = fresh;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(LaunchOutcome {
-        current,
-        replaced: None,
-        events: Vec::new(),
-        remove_finalizer: false,
-        requeue_after: Some(Duration::from_secs(1)),
-    })
+    record_answer(ctx, api, current, launch_key, &answer, caps, uid).await
 }
 
 async fn cancel(
@@ -495,13 +414,10 @@ async fn cancel(
             ctx.memory()
                 .cancels
                 .insert((uid.to_string(), job_id.to_string()));
-            events.push(EventSpec {
-                type_: EventType::Normal,
-                reason: "CancelRequested".into(),
-                message: format!(
-                    "deletion requested: asked {kind} to cancel provision job {job_id}"
-                ),
-            });
+            events.push(EventSpec::normal(
+                "CancelRequested",
+                format!("deletion requested: asked {kind} to cancel provision job {job_id}"),
+            ));
         }
         Ok(CancelOutcome::AlreadyFinished | CancelOutcome::Unsupported) => {
             ctx.memory()
@@ -511,117 +427,6 @@ async fn cancel(
         Err(e) => warn!(error = %e, job_id, "cancel failed"),
     }
     Ok(())
-}
-
-/// Writes the operator's status with a JSON merge patch whose resourceVersion is a precondition:
-/// a write based on a stale read fails with 409 instead of overwriting newer state. Fields that
-/// became empty are sent as `null` so they are removed. The status starts from the one read, so
-/// conditions of other writers are carried over.
-///
-/// Server-side apply would be the natural fit, but API servers of the 1.20 line turn an empty
-/// string inside a list item (the job id of a recorded intent) into `null` and reject it.
-async fn write_status(
-    api: &Api<ComputeInstance>,
-    current: &ComputeInstance,
-    status: &ComputeInstanceStatus,
-    metrics: &Metrics,
-) -> Result<ComputeInstance, kube::Error> {
-    let mut fields = match serde_json::to_value(status) {
-        Ok(serde_json::Value::Object(map)) => map,
-        _ => serde_json::Map::new(),
-    };
-    for key in STATUS_FIELDS {
-        fields
-            .entry(key.to_string())
-            .or_insert(serde_json::Value::Null);
-    }
-    let body = serde_json::json!({
-        "metadata": { "resourceVersion": current.resource_version() },
-        "status": fields,
-    });
-    metrics.status_written();
-    let mut updated = api
-        .patch_status(&current.name_any(), &patch_params(), &Patch::Merge(&body))
-        .await?;
-    slim(&mut updated);
-    Ok(updated)
-}
-
-fn patch_params() -> PatchParams {
-    PatchParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..PatchParams::default()
-    }
-}
-
-/// Every status field the operator writes (see `ComputeInstanceStatus`).
-const STATUS_FIELDS: [&str; 6] = [
-    "phase",
-    "conditions",
-    "observedGeneration",
-    "desiredConfigVersion",
-    "reconciledConfigVersion",
-    "jobs",
-];
-
-/// A new CI's first provision intent, when this pass adds the finalizer and launches it: it is
-/// then written in the finalizer's patch instead of a status write of its own
-/// (`cloudkit_api::intent`).
-fn first_intent(raw: &ComputeInstance, plan: &Plan) -> Option<JobStatus> {
-    let Some(Action::Launch {
-        job_type: JobType::Provision,
-        launch_key,
-        ..
-    }) = &plan.action
-    else {
-        return None;
-    };
-    if plan.finalizer != FinalizerChange::Add || !status_never_written(raw.status.as_ref()) {
-        return None;
-    }
-    let jobs = &plan.status.as_ref()?.jobs;
-    jobs.iter()
-        .find(|j| j.launch_key.as_ref() == Some(launch_key))
-        .cloned()
-}
-
-/// Adds or removes the operator's finalizer, keeping every other finalizer, with the object's
-/// resourceVersion as a precondition; with `intent`, records it in the provision-intent
-/// annotation in the same patch.
-async fn set_finalizer(
-    api: &Api<ComputeInstance>,
-    current: &ComputeInstance,
-    present: bool,
-    intent: Option<&JobStatus>,
-) -> Result<ComputeInstance, kube::Error> {
-    let mut finalizers: Vec<String> = current
-        .finalizers()
-        .iter()
-        .filter(|f| f.as_str() != FINALIZER)
-        .cloned()
-        .collect();
-    if present {
-        finalizers.push(FINALIZER.to_string());
-    }
-    let mut body = serde_json::json!({
-        "metadata": {
-            "resourceVersion": current.resource_version(),
-            "finalizers": finalizers,
-        }
-    });
-    if let Some(job) = intent {
-        body["metadata"]["annotations"] =
-            serde_json::json!({ PROVISION_INTENT_ANNOTATION: cloudkit_api::intent::encode(job) });
-    }
-    let mut updated = api
-        .patch(
-            &current.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&body),
-        )
-        .await?;
-    slim(&mut updated);
-    Ok(updated)
 }
 
 async fn publish(ctx: &Context, ci: &ComputeInstance, events: Vec<EventSpec>) {
@@ -653,51 +458,12 @@ const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-config
 /// and sends to the automation: managed fields, a large share of every object; kubectl's
 /// last-applied copy, which would double the size of an applied CI; and the first provision
 /// intent's annotation once the status is written and it is inert.
-fn slim(ci: &mut ComputeInstance) {
+pub(crate) fn slim(ci: &mut ComputeInstance) {
     ci.managed_fields_mut().clear();
-    let inert_intent = !status_never_written(ci.status.as_ref());
     if let Some(annotations) = ci.metadata.annotations.as_mut() {
         annotations.remove(LAST_APPLIED_ANNOTATION);
-        if inert_intent {
-            annotations.remove(PROVISION_INTENT_ANNOTATION);
-        }
     }
-}
-
-/// When a pass that worked from a stale object runs again, unless the fresh object's watch event
-/// comes first.
-const STALE_RETRY: Duration = Duration::from_millis(200);
-
-/// Takes the result of one of a pass's writes: the written object becomes `current` (and the
-/// version it replaced is noted in `replaced`); `Ok(false)` when the API server refused it with
-/// 409, that is, the pass worked from a stale object and ends (the fresh object is on its way
-/// through the watch).
-fn advance(
-    result: Result<ComputeInstance, kube::Error>,
-    current: &mut ComputeInstance,
-    replaced: &mut Vec<String>,
-    ctx: &Context,
-    write: &'static str,
-) -> Result<bool, Error> {
-    match result {
-        Ok(updated) => {
-            replaced.extend(replaced_version(current, &updated));
-            *current = updated;
-            Ok(true)
-        }
-        Err(e) if is_conflict(&e) => {
-            ctx.metrics.write_conflict(write);
-            Ok(false)
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The resourceVersion a write replaced: `before`'s, unless the write changed nothing (the API
-/// server then keeps the version, and that version is current, not superseded).
-fn replaced_version(before: &ComputeInstance, after: &ComputeInstance) -> Option<String> {
-    let old = before.resource_version()?;
-    (after.resource_version().as_ref() != Some(&old)).then_some(old)
+    intent::remove_if_inert(ci);
 }
 
 fn is_superseded(ctx: &Context, uid: &str, ci: &ComputeInstance) -> bool {
@@ -711,10 +477,6 @@ fn forget(ctx: &Context, uid: &str) {
     memory.not_before.remove(uid);
     memory.cancels.retain(|(u, _)| u != uid);
     memory.polled.retain(|(u, _), _| u != uid);
-}
-
-fn is_conflict(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 409)
 }
 
 fn err_label<T>(r: &Result<T, ProviderError>) -> Option<&'static str> {
@@ -762,6 +524,7 @@ fn reports_new_result(ci: &ComputeInstance, status: &ComputeInstanceStatus) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloudkit_api::metadata::PROVISION_INTENT_ANNOTATION;
 
     #[test]
     fn a_new_reconciled_annotation_is_a_reason_to_poll_at_once() {
@@ -789,43 +552,6 @@ mod tests {
         st.reconciled_config_version = Some("v2".into());
         assert!(!reports_new_result(&ci, &st), "already copied");
     }
-    use cloudkit_api::{JobState, JobStatus, Phase};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-
-    #[test]
-    fn status_fields_cover_the_status_type() {
-        let t = Time(Timestamp::UNIX_EPOCH);
-        let full = ComputeInstanceStatus {
-            phase: Some(Phase::Running),
-            conditions: vec![Condition {
-                type_: "A".into(),
-                status: "True".into(),
-                reason: "R".into(),
-                message: String::new(),
-                observed_generation: None,
-                last_transition_time: t.clone(),
-            }],
-            observed_generation: Some(1),
-            desired_config_version: Some("a".into()),
-            reconciled_config_version: Some("a".into()),
-            jobs: vec![JobStatus::new(
-                "1",
-                JobType::Provision,
-                t,
-                JobState::Running,
-            )],
-        };
-        let value = serde_json::to_value(&full).unwrap_or_default();
-        let mut keys: Vec<&str> = value
-            .as_object()
-            .map(|m| m.keys().map(String::as_str).collect())
-            .unwrap_or_default();
-        keys.sort_unstable();
-        let mut want = STATUS_FIELDS.to_vec();
-        want.sort_unstable();
-        assert_eq!(keys, want);
-    }
-
     #[test]
     fn slim_drops_what_is_never_read_and_keeps_the_rest() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
@@ -881,18 +607,6 @@ mod tests {
             !memory.is_superseded("u", "5"),
             "the record ends with the first pass over a current version"
         );
-    }
-
-    #[test]
-    fn a_write_that_changed_nothing_replaced_no_version() {
-        let at = |rv: &str| {
-            let mut ci =
-                ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
-            ci.metadata.resource_version = Some(rv.into());
-            ci
-        };
-        assert_eq!(replaced_version(&at("5"), &at("6")), Some("5".into()));
-        assert_eq!(replaced_version(&at("5"), &at("5")), None);
     }
 
     #[test]

@@ -1,200 +1,34 @@
-//! The pure decision function: a CI, what the providers reported, and the time in; a plan out.
+//! The rules: a CI, what the providers reported, and the time in; a [`Plan`] out.
 //!
 //! Every rule of the reconciler lives here, so it can be tested row by row without a cluster,
 //! a provider or a clock. The async shell only gathers [`Observed`] and executes the [`Plan`].
+//! The types are in [`crate::plan`], the texts in [`crate::messages`].
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use cloudkit_api::history::{latest_job, next_eda_job_id, trim_history};
+use cloudkit_api::intent::{status_never_written, with_recorded_intent};
 use cloudkit_api::metadata::{
-    AAP_FINALIZER, CONDITION_CONFIGURATION_APPLIED, CONDITION_DELETION_BLOCKED, FINALIZER,
+    CONDITION_CONFIGURATION_APPLIED, CONDITION_DELETION_BLOCKED, FINALIZER,
     MANAGEMENT_STATE_ANNOTATION, ManagementState, RECONCILED_CONFIG_VERSION_ANNOTATION,
     RETRY_ANNOTATION,
 };
 use cloudkit_api::{
-    ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType, Phase, ProviderKind,
+    ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType, LaunchKey, Phase,
     config_version,
 };
-use cloudkit_provider::{JobObservation, LaunchLookup, ProviderErrorKind};
+use cloudkit_provider::{LaunchLookup, ProviderErrorKind};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::conditions::{find_condition, set_condition};
+use crate::conditions::{find_condition, is_true, set_condition};
+use crate::messages::{self, reason};
+use crate::plan::{EventSpec, FinalizerChange, FinishedJob, Observed, Plan, ProviderCall};
 use crate::settings::Settings;
+use crate::time::{add, elapsed};
 
-/// A provider error reduced to what decisions need (provider errors are not `Clone`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ErrorInfo {
-    /// The class.
-    pub kind: ProviderErrorKind,
-    /// One line, no credentials.
-    pub message: String,
-    /// For rate limits.
-    pub retry_after: Option<Duration>,
-}
-
-impl From<&cloudkit_provider::ProviderError> for ErrorInfo {
-    fn from(e: &cloudkit_provider::ProviderError) -> Self {
-        ErrorInfo {
-            kind: e.kind(),
-            message: e.to_string(),
-            retry_after: e.retry_after(),
-        }
-    }
-}
-
-/// What the providers said this pass.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Observed {
-    /// Current state of non-terminal jobs, by job id.
-    pub jobs: BTreeMap<String, JobObservation>,
-    /// Jobs whose state could not be read this pass, by job id.
-    pub job_errors: BTreeMap<String, ErrorInfo>,
-    /// Answers for intents without a job id, by launch key.
-    pub lookups: BTreeMap<String, LaunchLookup>,
-    /// A provider asked not to be called for this CI before this time (rate limit), or refused
-    /// the last launch.
-    pub launch_not_before: Option<Timestamp>,
-    /// Why the provider refused the last launch, when it did (see [`Observed::launch_not_before`]).
-    pub launch_refusal: Option<String>,
-    /// Jobs this process already asked to cancel; not asked again.
-    pub cancel_requested: BTreeSet<String>,
-}
-
-/// What to do with the operator's finalizer.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FinalizerChange {
-    /// Leave it.
-    #[default]
-    Keep,
-    /// Add it (before any job is started).
-    Add,
-    /// Remove it: the CI may go.
-    Remove,
-}
-
-/// The one provider call of a pass.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Start the job recorded as an intent (a status entry without a job id) under
-    /// `launch_key`. The intent must be written before the call.
-    Launch {
-        /// The provider to start it with.
-        provider: ProviderKind,
-        /// Provision or deprovision.
-        job_type: JobType,
-        /// The intent's key.
-        launch_key: String,
-    },
-    /// Ask the provider to cancel a job.
-    Cancel {
-        /// The provider that owns the job.
-        provider: ProviderKind,
-        /// The job.
-        job_id: String,
-    },
-}
-
-/// Severity of an event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EventType {
-    /// Informational.
-    Normal,
-    /// Needs attention.
-    Warning,
-}
-
-/// A Kubernetes Event to record on the CI.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventSpec {
-    /// Normal or Warning.
-    pub type_: EventType,
-    /// CamelCase reason.
-    pub reason: String,
-    /// Human-readable message.
-    pub message: String,
-}
-
-impl EventSpec {
-    fn normal(reason: &str, message: String) -> Self {
-        EventSpec {
-            type_: EventType::Normal,
-            reason: reason.to_string(),
-            message,
-        }
-    }
-    pub(crate) fn warning(reason: &str, message: String) -> Self {
-        EventSpec {
-            type_: EventType::Warning,
-            reason: reason.to_string(),
-            message,
-        }
-    }
-}
-
-/// A job that reached a terminal state this pass (for metrics).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FinishedJob {
-    /// Provision or deprovision.
-    pub job_type: JobType,
-    /// Owner.
-    pub provider: ProviderKind,
-    /// Terminal state.
-    pub state: JobState,
-    /// From start to now.
-    pub duration: Duration,
-}
-
-/// The outcome of [`decide`].
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Plan {
-    /// The status to write, when it differs from the current one.
-    pub status: Option<ComputeInstanceStatus>,
-    /// The finalizer change, executed before a launch and after everything else for a removal.
-    pub finalizer: FinalizerChange,
-    /// At most one provider call.
-    pub action: Option<Action>,
-    /// Events to record.
-    pub events: Vec<EventSpec>,
-    /// Jobs that finished this pass.
-    pub finished: Vec<FinishedJob>,
-    /// When to look again, besides on changes to the CI.
-    pub requeue_after: Option<Duration>,
-}
-
-impl Plan {
-    fn requeue(&mut self, after: Duration) {
-        self.requeue_after = Some(match self.requeue_after {
-            Some(current) => current.min(after),
-            None => after,
-        });
-    }
-}
-
-/// Condition reasons (the `ConfigurationApplied` and `DeletionBlocked` vocabularies).
-pub mod reason {
-    /// The desired configuration is applied.
-    pub const APPLIED: &str = "Applied";
-    /// A provision is under way.
-    pub const APPLYING: &str = "Applying";
-    /// The latest provision for the desired configuration failed and will not be retried.
-    pub const PROVISION_FAILED: &str = "ProvisionFailed";
-    /// A failed provision will be retried automatically.
-    pub const RETRY_SCHEDULED: &str = "RetryScheduled";
-    /// The spec cannot be acted on.
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    /// A provider could not be reached, refused, or is not configured.
-    pub const PROVIDER_ERROR: &str = "ProviderError";
-    /// `management-state: manual`.
-    pub const MANUAL: &str = "ManagementManual";
-    /// Deletion waits for a human.
-    pub const DEPROVISION_FAILED: &str = "DeprovisionFailed";
-    /// Deletion is not blocked (any more).
-    pub const NOT_BLOCKED: &str = "NotBlocked";
-}
-
-/// Decides what to do with `ci`.
+/// Decides what to do with `ci`, as stored (its first provision intent may still be only in
+/// the annotation; it is read as the status's only job).
 pub fn decide(
     ci: &ComputeInstance,
     observed: &Observed,
@@ -202,6 +36,9 @@ pub fn decide(
     settings: &Settings,
 ) -> Plan {
     let mut plan = Plan::default();
+    let never_written = status_never_written(ci.status.as_ref());
+    let recorded = with_recorded_intent(ci);
+    let ci: &ComputeInstance = &recorded;
     let annotations = ci.metadata.annotations.as_ref();
     let annotation = |key: &str| {
         annotations
@@ -213,9 +50,8 @@ pub fn decide(
     if management == ManagementState::Unmanaged {
         return plan;
     }
-    let finalizers = ci.metadata.finalizers.as_deref().unwrap_or_default();
-    let has_finalizer = finalizers.iter().any(|f| f == FINALIZER);
-    let has_aap_finalizer = finalizers.iter().any(|f| f == AAP_FINALIZER);
+    let has_finalizer = ci.has_finalizer(FINALIZER);
+    let has_aap_finalizer = ci.has_aap_finalizer();
     let deleting = ci.metadata.deletion_timestamp.is_some();
 
     if deleting && !has_finalizer {
@@ -223,10 +59,8 @@ pub fn decide(
     }
     if deleting && management == ManagementState::Manual {
         plan.finalizer = FinalizerChange::Remove;
-        plan.events.push(EventSpec::normal(
-            "Released",
-            "management-state is manual: released without deprovisioning".into(),
-        ));
+        plan.events
+            .push(EventSpec::normal("Released", messages::RELEASED.into()));
         return plan;
     }
     if !deleting && !has_finalizer {
@@ -241,21 +75,21 @@ pub fn decide(
     st.observed_generation = generation;
     let retry_token = annotation(RETRY_ANNOTATION).map(str::to_string);
 
-    let mut ctx = Ctx {
+    let mut decision = Decision {
         settings,
         now,
         plan: &mut plan,
-        ci_key: cloudkit_api::intent::launch_scope(ci),
+        scope: LaunchKey::scope_of(ci),
         provider_error: None,
         launch_not_before: observed.launch_not_before,
         launch_refusal: observed.launch_refusal.clone(),
         cancel_requested: &observed.cancel_requested,
     };
 
-    ctx.fold_observations(&mut st.jobs, observed);
-    ctx.resolve_lost_launches(&mut st.jobs, observed, deleting);
+    decision.fold_observations(&mut st.jobs, observed);
+    decision.resolve_lost_launches(&mut st.jobs, observed, deleting);
     if !deleting {
-        ctx.expire_silent_provisions(&mut st.jobs, has_aap_finalizer);
+        decision.expire_silent_provisions(&mut st.jobs, has_aap_finalizer);
     }
 
     // A non-terminal job whose provider is not configured can be neither read nor cancelled.
@@ -263,14 +97,7 @@ pub fn decide(
         .jobs
         .iter()
         .find(|j| !j.is_terminal() && settings.capabilities(j.owner()).is_none())
-        .map(|j| {
-            format!(
-                "{} job {} was started by provider {}, which is not configured; configure it to follow the job",
-                j.job_type,
-                display_id(j),
-                j.owner()
-            )
-        });
+        .map(messages::orphan);
 
     let reconciled = reconciled_version(
         annotation(RECONCILED_CONFIG_VERSION_ANNOTATION),
@@ -284,12 +111,12 @@ pub fn decide(
 
     if deleting {
         st.phase = Some(Phase::Deleting);
-        ctx.decide_delete(&mut st, has_aap_finalizer, retry_token, generation);
+        decision.decide_delete(&mut st, has_aap_finalizer, retry_token, generation);
     } else {
         let outlook = if invalid.is_some() || management == ManagementState::Manual {
-            ctx.waiting_outlook(&st.jobs, &desired)
+            decision.waiting_outlook(&st.jobs, &desired)
         } else {
-            ctx.decide_provision(&mut st, &desired, &reconciled, retry_token)
+            decision.decide_provision(&mut st, &desired, &reconciled, retry_token)
         };
         st.phase = Some(if outlook == Outlook::FailedFinal {
             Phase::Failed
@@ -303,31 +130,25 @@ pub fn decide(
         } else if let Some(msg) = &orphan {
             (false, reason::PROVIDER_ERROR, msg.clone())
         } else if desired == reconciled {
-            (
-                true,
-                reason::APPLIED,
-                format!("configuration {desired} is applied"),
-            )
+            (true, reason::APPLIED, messages::applied(&desired))
         } else if management == ManagementState::Manual {
-            (
-                false,
-                reason::MANUAL,
-                "management-state is manual: the operator starts no jobs".to_string(),
-            )
-        } else if let Some(msg) = ctx.provider_error.clone() {
+            (false, reason::MANUAL, messages::MANUAL.to_string())
+        } else if let Some(msg) = decision.provider_error.clone() {
             (false, reason::PROVIDER_ERROR, msg)
         } else {
             match &outlook {
-                Outlook::FailedFinal => (false, reason::PROVISION_FAILED, failed_message(&st.jobs)),
+                Outlook::FailedFinal => {
+                    (false, reason::PROVISION_FAILED, messages::failed(&st.jobs))
+                }
                 Outlook::RetryAt(at) => (
                     false,
                     reason::RETRY_SCHEDULED,
-                    format!("{}; retrying at {}", failed_message(&st.jobs), Time(*at).0),
+                    messages::retry_scheduled(&st.jobs, *at),
                 ),
                 Outlook::InProgress | Outlook::Nothing => (
                     false,
                     reason::APPLYING,
-                    applying_message(&st.jobs, &desired),
+                    messages::applying(&st.jobs, &desired),
                 ),
             }
         };
@@ -340,14 +161,36 @@ pub fn decide(
             generation,
             now,
         );
-        ctx.event_on_new_reason(&old, reason, &message);
+        decision.event_on_new_reason(&old, reason, &message);
     }
 
     trim_history(&mut st.jobs, settings.history_limit);
     if st != old {
         plan.status = Some(st);
     }
+    plan.first_intent = first_intent(&plan, never_written);
     plan
+}
+
+/// The intent to record with the finalizer: a new CI's first provision intent, when this pass
+/// adds the finalizer and launches it and the status was never written (the annotation counts
+/// only then, see [`cloudkit_api::intent`]).
+fn first_intent(plan: &Plan, status_never_written: bool) -> Option<JobStatus> {
+    let Some(ProviderCall::Launch {
+        job_type: JobType::Provision,
+        launch_key,
+        ..
+    }) = &plan.call
+    else {
+        return None;
+    };
+    if plan.finalizer != FinalizerChange::Add || !status_never_written {
+        return None;
+    }
+    let jobs = &plan.status.as_ref()?.jobs;
+    jobs.iter()
+        .find(|j| j.launch_key.as_ref() == Some(launch_key))
+        .cloned()
 }
 
 /// What is ahead for the current configuration.
@@ -363,12 +206,13 @@ enum Outlook {
     FailedFinal,
 }
 
-struct Ctx<'a> {
+/// A decision in progress: what every rule reads, and the plan the rules write into.
+struct Decision<'a> {
     settings: &'a Settings,
     now: Timestamp,
     plan: &'a mut Plan,
-    /// Identifies the CI in launch keys.
-    ci_key: String,
+    /// Identifies the CI in launch keys ([`LaunchKey::scope_of`]).
+    scope: String,
     /// A provider problem to show in the condition.
     provider_error: Option<String>,
     /// From [`Observed::launch_not_before`].
@@ -379,7 +223,7 @@ struct Ctx<'a> {
     cancel_requested: &'a BTreeSet<String>,
 }
 
-impl Ctx<'_> {
+impl Decision<'_> {
     /// Brings non-terminal jobs up to date with what their providers report.
     fn fold_observations(&mut self, jobs: &mut [JobStatus], observed: &Observed) {
         let mut remote = false;
@@ -392,10 +236,7 @@ impl Ctx<'_> {
                 remote = true;
             }
             if let Some(err) = observed.job_errors.get(&job.job_id) {
-                self.provider_error = Some(format!(
-                    "cannot read {} job {}: {}",
-                    job.job_type, job.job_id, err.message
-                ));
+                self.provider_error = Some(messages::unreadable(job, &err.message));
                 if err.kind == ProviderErrorKind::Auth {
                     self.plan.events.push(EventSpec::warning(
                         "ProviderAuthFailed",
@@ -435,17 +276,7 @@ impl Ctx<'_> {
             state: job.state,
             duration,
         });
-        let text = format!(
-            "{} job {} ({}) {}{}",
-            job.job_type,
-            display_id(job),
-            job.owner(),
-            job.state,
-            job.message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        );
+        let text = messages::finished(job);
         self.plan.events.push(match job.state {
             JobState::Succeeded => EventSpec::normal("JobSucceeded", text),
             JobState::Canceled => EventSpec::warning("JobCanceled", text),
@@ -489,11 +320,10 @@ impl Ctx<'_> {
                     if deleting && job.job_type == JobType::Provision {
                         let job = &mut jobs[i];
                         job.state = JobState::Canceled;
-                        job.message =
-                            Some("never launched; deletion requested before it started".into());
+                        job.message = Some(messages::NEVER_LAUNCHED.into());
                         job.completion_timestamp = Some(Time(self.now));
-                    } else if self.plan.action.is_none() {
-                        self.plan.action = Some(Action::Launch {
+                    } else if self.plan.call.is_none() {
+                        self.plan.call = Some(ProviderCall::Launch {
                             provider: job.owner(),
                             job_type: job.job_type,
                             launch_key: key,
@@ -504,8 +334,8 @@ impl Ctx<'_> {
                     // Whether the trigger arrived cannot be known, and waiting for evidence that
                     // may never come would leave the CI behind: send it again. A deprovision run
                     // twice finds the VM already gone.
-                    if self.plan.action.is_none() {
-                        self.plan.action = Some(Action::Launch {
+                    if self.plan.call.is_none() {
+                        self.plan.call = Some(ProviderCall::Launch {
                             provider: job.owner(),
                             job_type: job.job_type,
                             launch_key: key,
@@ -521,10 +351,7 @@ impl Ctx<'_> {
                     let job = &mut jobs[i];
                     job.job_id = id;
                     job.state = JobState::Running;
-                    job.message = Some(
-                        "the operator stopped before the trigger was confirmed; waiting for the automation to report"
-                            .into(),
-                    );
+                    job.message = Some(messages::UNCONFIRMED_TRIGGER.into());
                 }
                 None => self.plan.requeue(self.settings.poll_interval),
             }
@@ -557,15 +384,12 @@ impl Ctx<'_> {
                 continue;
             }
             job.state = JobState::Failed;
-            job.message = Some(format!(
-                "no sign of the automation within {}: finalizer {AAP_FINALIZER} never appeared; the trigger may not have arrived",
-                cloudkit_provider::format_duration(grace)
-            ));
+            job.message = Some(messages::silent_provision(grace));
             self.finish(job);
         }
     }
 
-    /// Appends an intent for a new job and plans its launch. Returns false when another action
+    /// Appends an intent for a new job and plans its launch. Returns false when another call
     /// already took this pass.
     fn launch(
         &mut self,
@@ -575,14 +399,14 @@ impl Ctx<'_> {
         attempt: i32,
         retry_token: Option<String>,
     ) -> bool {
-        if self.plan.action.is_some() {
+        if self.plan.call.is_some() {
             return false;
         }
         if let Some(not_before) = self.launch_not_before
             && self.now < not_before
         {
             self.plan.requeue(elapsed(not_before, self.now));
-            self.provider_error = Some(wait_message(
+            self.provider_error = Some(messages::wait(
                 job_type,
                 self.launch_refusal.as_deref(),
                 not_before,
@@ -590,17 +414,20 @@ impl Ctx<'_> {
             return false;
         }
         let provider = self.settings.active;
-        let scope = config.unwrap_or("delete");
-        let launch_key = format!("{}/{}/{}/{}", self.ci_key, job_type, scope, attempt);
+        let launch_key = match config {
+            Some(version) => LaunchKey::provision(&self.scope, version, attempt),
+            None => LaunchKey::deprovision(&self.scope, attempt),
+        }
+        .to_string();
         let mut intent = JobStatus::new(String::new(), job_type, Time(self.now), JobState::Pending);
         intent.provider = Some(provider);
         intent.config_version = config.map(str::to_string);
         intent.launch_key = Some(launch_key.clone());
         intent.attempt = Some(attempt);
         intent.retry_token = retry_token;
-        intent.message = Some("launching".into());
+        intent.message = Some(messages::LAUNCHING.into());
         jobs.push(intent);
-        self.plan.action = Some(Action::Launch {
+        self.plan.call = Some(ProviderCall::Launch {
             provider,
             job_type,
             launch_key,
@@ -696,7 +523,7 @@ impl Ctx<'_> {
             return None;
         }
         self.plan.requeue(delay - waited);
-        Some(add(since, delay))
+        Some(add(since, delay).unwrap_or(since))
     }
 
     /// The outlook when no job may be started (invalid spec, manual mode).
@@ -735,8 +562,8 @@ impl Ctx<'_> {
                 continue; // reported through the orphan message
             };
             if caps.can_cancel {
-                if self.plan.action.is_none() && !self.cancel_requested.contains(&job.job_id) {
-                    self.plan.action = Some(Action::Cancel {
+                if self.plan.call.is_none() && !self.cancel_requested.contains(&job.job_id) {
+                    self.plan.call = Some(ProviderCall::Cancel {
                         provider: job.owner(),
                         job_id: job.job_id.clone(),
                     });
@@ -750,14 +577,9 @@ impl Ctx<'_> {
                 self.plan.requeue(self.settings.eda_grace - age);
                 continue;
             }
-            let message = if has_aap_finalizer {
-                "abandoned: deletion requested and the automation reported no result within the grace period"
-            } else {
-                "abandoned: deletion requested and the automation had not started within the grace period"
-            };
             let job = &mut st.jobs[i];
             job.state = JobState::Failed;
-            job.message = Some(message.into());
+            job.message = Some(messages::abandoned(has_aap_finalizer).into());
             self.finish(job);
             waiting_for_provision = st
                 .jobs
@@ -794,7 +616,7 @@ impl Ctx<'_> {
                 CONDITION_DELETION_BLOCKED,
                 false,
                 reason::NOT_BLOCKED,
-                "deprovision retried on request",
+                messages::DEPROVISION_RETRIED,
                 generation,
                 self.now,
             );
@@ -811,20 +633,8 @@ impl Ctx<'_> {
             self.plan.finalizer = FinalizerChange::Remove;
             return;
         }
-        let message = format!(
-            "deprovision job {} {}{}. The VM may still exist. To run deprovision again, set annotation {}={{new value}}; to release the CI without deprovisioning, set annotation {}=manual",
-            display_id(&latest),
-            latest.state,
-            latest
-                .message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default(),
-            RETRY_ANNOTATION,
-            MANAGEMENT_STATE_ANNOTATION,
-        );
-        let was_blocked = find_condition(&st.conditions, CONDITION_DELETION_BLOCKED)
-            .is_some_and(|c| c.status == "True");
+        let message = messages::deletion_blocked(&latest);
+        let was_blocked = is_true(&st.conditions, CONDITION_DELETION_BLOCKED);
         set_condition(
             &mut st.conditions,
             CONDITION_DELETION_BLOCKED,
@@ -886,72 +696,4 @@ fn latest_successful_config(jobs: &[JobStatus]) -> Option<&str> {
         }
     }
     best.and_then(|j| j.config_version.as_deref())
-}
-
-fn display_id(job: &JobStatus) -> &str {
-    if job.job_id.is_empty() {
-        "(not yet assigned)"
-    } else {
-        &job.job_id
-    }
-}
-
-fn failed_message(jobs: &[JobStatus]) -> String {
-    match latest_job(jobs, JobType::Provision) {
-        Some(j) => format!(
-            "provision job {} (attempt {}) {}{}",
-            display_id(j),
-            j.attempt.unwrap_or(1),
-            j.state,
-            j.message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default()
-        ),
-        None => "provision failed".into(),
-    }
-}
-
-/// The `Applying` condition message for `desired` given the history.
-/// The condition message while launches wait for `not_before`: why (a refusal), and when the
-/// next attempt comes.
-pub(crate) fn wait_message(
-    job_type: JobType,
-    refusal: Option<&str>,
-    not_before: Timestamp,
-) -> String {
-    match refusal {
-        Some(why) => format!(
-            "{}; next {job_type} attempt at {}",
-            why.trim_end_matches('.'),
-            Time(not_before).0
-        ),
-        None => format!(
-            "the provider asked to wait: next {job_type} attempt at {}",
-            Time(not_before).0
-        ),
-    }
-}
-
-pub(crate) fn applying_message(jobs: &[JobStatus], desired: &str) -> String {
-    match latest_job(jobs, JobType::Provision) {
-        Some(j) if j.config_version.as_deref() == Some(desired) || !j.is_terminal() => format!(
-            "applying configuration {desired}: provision job {} is {}",
-            display_id(j),
-            j.state
-        ),
-        _ => format!("applying configuration {desired}"),
-    }
-}
-
-/// `now - then`, zero when `then` is in the future.
-fn elapsed(now: Timestamp, then: Timestamp) -> Duration {
-    Duration::try_from(now.duration_since(then)).unwrap_or(Duration::ZERO)
-}
-
-fn add(t: Timestamp, d: Duration) -> Timestamp {
-    k8s_openapi::jiff::SignedDuration::try_from(d)
-        .ok()
-        .and_then(|sd| t.checked_add(sd).ok())
-        .unwrap_or(t)
 }

@@ -9,8 +9,11 @@ use cloudkit_provider::{DeprovisionOutcome, ProviderErrorKind, StartedJob};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use crate::decide::{ErrorInfo, EventSpec, EventType, FinishedJob};
+use crate::conditions::{find_condition, set_condition};
+use crate::messages::{self, reason};
+use crate::plan::{ErrorInfo, EventSpec, FinishedJob};
 use crate::settings::Capabilities;
+use crate::time::add;
 use cloudkit_api::metadata::CONDITION_CONFIGURATION_APPLIED;
 
 /// A provider's answer to a launch.
@@ -95,17 +98,16 @@ pub fn apply_launch_answer(
             job.aap_job_kind = started.aap_job_kind;
             job.block_deletion_on_failure = Some(started.block_deletion_on_failure);
             effect.started = Some((job.job_type, owner));
-            effect.events.push(EventSpec {
-                type_: EventType::Normal,
-                reason: "JobStarted".into(),
-                message: format!(
+            effect.events.push(EventSpec::normal(
+                "JobStarted",
+                format!(
                     "started {} job {} ({}) attempt {}",
                     job.job_type,
                     job.job_id,
                     owner,
                     job.attempt.unwrap_or(1)
                 ),
-            });
+            ));
             // The Applying condition named the job as not yet assigned: say what it is now, in
             // this same write, instead of spending the next pass's write on it.
             let refresh = (job.job_type == JobType::Provision)
@@ -122,14 +124,20 @@ pub fn apply_launch_answer(
             } else if caps.polls_remotely {
                 effect.requeue_after = Some(poll_interval);
             }
-            if let Some(version) = refresh {
-                let message = crate::decide::applying_message(&status.jobs, &version);
-                if let Some(c) = status.conditions.iter_mut().find(|c| {
-                    c.type_ == CONDITION_CONFIGURATION_APPLIED
-                        && c.reason == crate::decide::reason::APPLYING
-                }) {
-                    c.message = message;
-                }
+            let applying = find_condition(&status.conditions, CONDITION_CONFIGURATION_APPLIED)
+                .filter(|c| c.reason == reason::APPLYING)
+                .map(|c| c.observed_generation);
+            if let (Some(version), Some(generation)) = (refresh, applying) {
+                let message = messages::applying(&status.jobs, &version);
+                set_condition(
+                    &mut status.conditions,
+                    CONDITION_CONFIGURATION_APPLIED,
+                    false,
+                    reason::APPLYING,
+                    &message,
+                    generation,
+                    now,
+                );
             }
         }
         LaunchAnswer::Waiting {
@@ -137,21 +145,17 @@ pub fn apply_launch_answer(
             retry_after,
         } => {
             status.jobs.remove(index);
-            effect.events.push(EventSpec {
-                type_: EventType::Normal,
-                reason: "DeprovisionWaiting".into(),
-                message,
-            });
+            effect
+                .events
+                .push(EventSpec::normal("DeprovisionWaiting", message));
             effect.requeue_after = Some(retry_after);
             effect.not_before = add(now, retry_after);
         }
         LaunchAnswer::Skipped { message } => {
             status.jobs.remove(index);
-            effect.events.push(EventSpec {
-                type_: EventType::Normal,
-                reason: "DeprovisionSkipped".into(),
-                message,
-            });
+            effect
+                .events
+                .push(EventSpec::normal("DeprovisionSkipped", message));
             effect.remove_finalizer = true;
         }
         LaunchAnswer::Failed(err) if err.kind == ProviderErrorKind::RateLimited => {
@@ -171,19 +175,24 @@ pub fn apply_launch_answer(
                 .push(EventSpec::warning("ProviderAuthFailed", refusal.clone()));
             effect.requeue_after = Some(poll_interval);
             effect.not_before = add(now, poll_interval);
-            if let (JobType::Provision, Some(not_before)) = (job_type, effect.not_before) {
-                let message = crate::decide::wait_message(job_type, Some(&refusal), not_before);
-                if let Some(c) = status.conditions.iter_mut().find(|c| {
-                    c.type_ == CONDITION_CONFIGURATION_APPLIED
-                        && c.reason != crate::decide::reason::APPLIED
-                }) {
-                    if c.status != "False" {
-                        c.status = "False".into();
-                        c.last_transition_time = Time(now);
-                    }
-                    c.reason = crate::decide::reason::PROVIDER_ERROR.into();
-                    c.message = message;
-                }
+            // The condition says why no job runs until the next attempt, unless the
+            // configuration is applied anyway.
+            let unapplied = find_condition(&status.conditions, CONDITION_CONFIGURATION_APPLIED)
+                .filter(|c| c.reason != reason::APPLIED)
+                .map(|c| c.observed_generation);
+            if let (JobType::Provision, Some(not_before), Some(generation)) =
+                (job_type, effect.not_before, unapplied)
+            {
+                let message = messages::wait(job_type, Some(&refusal), not_before);
+                set_condition(
+                    &mut status.conditions,
+                    CONDITION_CONFIGURATION_APPLIED,
+                    false,
+                    reason::PROVIDER_ERROR,
+                    &message,
+                    generation,
+                    now,
+                );
             }
             effect.refusal = Some(refusal);
         }
@@ -197,11 +206,10 @@ pub fn apply_launch_answer(
                 err.message
             ));
             effect.requeue_after = Some(launch_window);
-            effect.events.push(EventSpec {
-                type_: EventType::Warning,
-                reason: "TriggerFailed".into(),
-                message: format!("{} launch outcome unknown: {}", job.job_type, err.message),
-            });
+            effect.events.push(EventSpec::warning(
+                "TriggerFailed",
+                format!("{} launch outcome unknown: {}", job.job_type, err.message),
+            ));
         }
         LaunchAnswer::Failed(err) => {
             job.state = JobState::Failed;
@@ -210,11 +218,10 @@ pub fn apply_launch_answer(
             if job.job_type == JobType::Deprovision {
                 job.block_deletion_on_failure = Some(caps.blocks_deletion_on_failure);
             }
-            effect.events.push(EventSpec {
-                type_: EventType::Warning,
-                reason: "TriggerFailed".into(),
-                message: format!("{} trigger failed ({owner}): {}", job.job_type, err.message),
-            });
+            effect.events.push(EventSpec::warning(
+                "TriggerFailed",
+                format!("{} trigger failed ({owner}): {}", job.job_type, err.message),
+            ));
             effect.finished = Some(FinishedJob {
                 job_type: job.job_type,
                 provider: owner,
@@ -225,11 +232,6 @@ pub fn apply_launch_answer(
         }
     }
     Some(effect)
-}
-
-fn add(t: Timestamp, d: Duration) -> Option<Timestamp> {
-    let sd = k8s_openapi::jiff::SignedDuration::try_from(d).ok()?;
-    t.checked_add(sd).ok()
 }
 
 /// The pending intent recorded under `launch_key`, if any.

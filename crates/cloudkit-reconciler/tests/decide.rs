@@ -7,7 +7,7 @@ use std::time::Duration;
 use cloudkit_api::metadata::*;
 use cloudkit_api::{
     ComputeInstance, ComputeInstanceSpec, ComputeInstanceStatus, JobState, JobStatus, JobType,
-    Phase, ProviderKind, config_version,
+    LaunchKey, Phase, ProviderKind, config_version,
 };
 use cloudkit_provider::{JobObservation, LaunchLookup, ProviderErrorKind, StartedJob};
 use cloudkit_reconciler::*;
@@ -119,8 +119,8 @@ fn applied(plan: &Plan) -> (String, String, String) {
 }
 
 fn launched(plan: &Plan) -> Option<(ProviderKind, JobType, String)> {
-    match &plan.action {
-        Some(Action::Launch {
+    match &plan.call {
+        Some(ProviderCall::Launch {
             provider,
             job_type,
             launch_key,
@@ -164,7 +164,10 @@ fn new_ci_gets_finalizer_and_one_provision_intent() {
     assert_eq!(intent.launch_key.as_deref(), Some(key.as_str()));
     assert_eq!(intent.attempt, Some(1));
     assert_eq!(intent.timestamp, Time(at(0)));
-    assert!(key.starts_with("uid-1/provision/"), "{key}");
+    assert_eq!(
+        key,
+        LaunchKey::provision("uid-1", desired(&c), 1).to_string()
+    );
     assert_eq!(st.phase, Some(Phase::Starting));
     assert_eq!(
         st.desired_config_version.as_deref(),
@@ -186,7 +189,7 @@ fn manual_starts_no_job_but_reports_state() {
     c.metadata.finalizers = None;
     annotate(&mut c, MANAGEMENT_STATE_ANNOTATION, "manual");
     let plan = decide(&c, &obs(), at(0), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(plan.finalizer, FinalizerChange::Add);
     assert_eq!(applied(&plan).1, reason::MANUAL);
     assert_eq!(
@@ -200,7 +203,7 @@ fn invalid_template_parameters_no_job_condition_and_one_event() {
     let mut c = ci();
     c.spec.template_parameters = Some("[1, 2]".into());
     let plan = decide(&c, &obs(), at(0), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     let (s, r, m) = applied(&plan);
     assert_eq!((s.as_str(), r.as_str()), ("False", reason::INVALID_SPEC));
     assert!(m.contains("spec.templateParameters"), "{m}");
@@ -224,7 +227,7 @@ fn aap_states_follow_the_provider_and_success_reconciles() {
     let plan = decide(&c, &observe("9076", JobState::Running), at(30), &aap());
     assert_eq!(status(&plan).jobs[0].state, JobState::Running);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(30)));
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
 
     let plan = decide(&c, &observe("9076", JobState::Succeeded), at(60), &aap());
     let st = status(&plan);
@@ -296,7 +299,7 @@ fn spec_change_reprovisions_once_and_keeps_running() {
     c2.status.as_mut().unwrap().jobs[1].job_id = "2".into();
     c2.status.as_mut().unwrap().jobs[1].state = JobState::Running;
     let plan = decide(&c2, &observe("2", JobState::Running), at(101), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
 }
 
 #[test]
@@ -307,7 +310,7 @@ fn restart_request_does_not_reprovision() {
     annotate(&mut c, RECONCILED_CONFIG_VERSION_ANNOTATION, &d);
     c.spec.restart_requested_at = Some(Time(at(50)));
     let plan = decide(&c, &obs(), at(100), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
 }
 
 #[test]
@@ -316,7 +319,7 @@ fn never_two_provision_jobs_at_once() {
     c = with_jobs(c.clone(), vec![provision(&c, "1", 0, JobState::Running)]);
     c.spec.template_parameters = Some(r#"{"a": 1}"#.into());
     let plan = decide(&c, &observe("1", JobState::Running), at(10), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
 }
 
 #[test]
@@ -405,7 +408,7 @@ fn retry_annotation_retries_once_per_new_value() {
     let mut c2 = c.clone();
     c2.status.as_mut().unwrap().jobs.push(failed);
     let plan = decide(&c2, &obs(), at(10_000), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(status(&plan).phase, Some(Phase::Failed));
 }
 
@@ -416,7 +419,7 @@ fn canceled_provision_counts_as_failed() {
     j.attempt = Some(4);
     let c = with_jobs(c, vec![j]);
     let plan = decide(&c, &obs(), at(1000), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(status(&plan).phase, Some(Phase::Failed));
 }
 
@@ -462,7 +465,7 @@ fn reverting_to_the_applied_configuration_does_nothing() {
         &applied_version,
     );
     let plan = decide(&c, &obs(), at(100), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(status(&plan).phase, Some(Phase::Running));
     assert_eq!(applied(&plan).0, "True");
 }
@@ -561,7 +564,7 @@ fn a_young_intent_may_still_be_in_flight() {
         .insert("uid-1/provision/x/1".into(), LaunchLookup::NotFound);
     let plan = decide(&c, &o, at(10), &aap());
     assert_eq!(
-        plan.action, None,
+        plan.call, None,
         "never launched while another process may be launching"
     );
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(25)));
@@ -578,7 +581,7 @@ fn a_lost_launch_is_looked_up_not_repeated() {
     o.lookups
         .insert("uid-1/provision/x/1".into(), LaunchLookup::Found(found));
     let plan = decide(&c, &o, at(60), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(status(&plan).jobs[0].job_id, "77");
     assert_eq!(status(&plan).jobs[0].state, JobState::Running);
 
@@ -603,11 +606,133 @@ fn a_lost_launch_is_looked_up_not_repeated() {
         .insert("uid-1/provision/x/1".into(), LaunchLookup::Unknowable);
     let plan = decide(&c, &o, at(60), &settings(ProviderKind::Eda));
     assert_eq!(
-        plan.action, None,
+        plan.call, None,
         "an unconfirmed webhook trigger is never sent twice"
     );
     assert_eq!(status(&plan).jobs[0].job_id, "eda-webhook-1");
     assert_eq!(status(&plan).jobs[0].state, JobState::Running);
+}
+
+// ---- the first intent rides on the finalizer's patch (5.4, docs/consistency.md rule 2) ----
+
+fn recorded_in_annotation(c: &mut ComputeInstance, job: &JobStatus) {
+    annotate(
+        c,
+        PROVISION_INTENT_ANNOTATION,
+        &cloudkit_api::intent::encode(job),
+    );
+}
+
+#[test]
+fn the_first_intent_of_a_new_ci_is_recorded_with_the_finalizer() {
+    let new = || {
+        let mut c = ci();
+        c.metadata.finalizers = None;
+        c
+    };
+    let with_status = |mut c: ComputeInstance, st: ComputeInstanceStatus| {
+        c.status = Some(st);
+        c
+    };
+    let refused_before = ComputeInstanceStatus {
+        desired_config_version: Some(desired(&ci())),
+        ..Default::default()
+    };
+    let mut manual = new();
+    annotate(&mut manual, MANAGEMENT_STATE_ANNOTATION, "manual");
+    // (case, CI, expect the intent on the finalizer's patch)
+    let rows: Vec<(&str, ComputeInstance, bool)> = vec![
+        ("a new CI", new(), true),
+        (
+            "an empty status, as some clients create it",
+            with_status(new(), ComputeInstanceStatus::default()),
+            true,
+        ),
+        (
+            "the status was written once (a refused launch)",
+            with_status(new(), refused_before),
+            false,
+        ),
+        ("the finalizer is there already", ci(), false),
+        ("manual: no launch", manual, false),
+        ("deleting: no finalizer to add", deleting(new()), false),
+    ];
+    for (case, c, on_finalizer) in rows {
+        let plan = decide(&c, &obs(), at(0), &aap());
+        let launched_key = launched(&plan).map(|l| l.2);
+        match &plan.first_intent {
+            Some(intent) => {
+                assert!(on_finalizer, "{case}: {intent:?}");
+                assert_eq!(plan.finalizer, FinalizerChange::Add, "{case}");
+                assert_eq!(
+                    intent.launch_key, launched_key,
+                    "{case}: the launched intent"
+                );
+                assert_eq!(
+                    status(&plan).jobs,
+                    vec![intent.clone()],
+                    "{case}: the status holds it too, for the answer's write"
+                );
+                assert_eq!(
+                    plan.status_write(),
+                    None,
+                    "{case}: no status write of its own"
+                );
+            }
+            None => {
+                assert!(!on_finalizer, "{case}");
+                assert_eq!(
+                    plan.status_write(),
+                    plan.status.as_ref(),
+                    "{case}: the status, if any, is written as usual"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn an_intent_recorded_with_the_finalizer_counts_as_the_status() {
+    let c = ci();
+    let key = LaunchKey::provision("uid-1", desired(&c), 1).to_string();
+    let mut pending = intent(&c, 0, ProviderKind::Aap);
+    pending.launch_key = Some(key.clone());
+    let mut recorded = c.clone();
+    recorded_in_annotation(&mut recorded, &pending);
+
+    let plan = decide(&recorded, &obs(), at(10), &aap());
+    assert_eq!(
+        plan.call, None,
+        "no second launch while it may be in flight"
+    );
+    assert_eq!(plan.first_intent, None);
+    assert_eq!(status(&plan).jobs, vec![pending.clone()]);
+    assert_eq!(plan.requeue_after, Some(Duration::from_secs(25)));
+
+    let mut o = obs();
+    o.lookups.insert(key.clone(), LaunchLookup::NotFound);
+    let plan = decide(&recorded, &o, at(60), &aap());
+    assert_eq!(
+        launched(&plan),
+        Some((ProviderKind::Aap, JobType::Provision, key)),
+        "a lost first launch is launched again under its key"
+    );
+    assert_eq!(
+        plan.first_intent, None,
+        "the finalizer is there: the status takes it"
+    );
+    assert!(plan.status_write().is_some());
+
+    let mut copied = c.clone();
+    copied.metadata.uid = Some("uid-2".into());
+    recorded_in_annotation(&mut copied, &pending);
+    let plan = decide(&copied, &obs(), at(60), &aap());
+    let (_, _, key) = launched(&plan).expect("a launch of its own");
+    assert_eq!(
+        key,
+        LaunchKey::provision("uid-2", desired(&c), 1).to_string(),
+        "another CI's intent does not count"
+    );
 }
 
 #[test]
@@ -675,7 +800,7 @@ fn an_eda_provision_with_no_sign_of_the_automation_fails_after_the_grace_period(
                     .unwrap()
                     .contains("no sign of the automation")
             );
-            assert_eq!(plan.action, None, "{row}: the retry waits for its backoff");
+            assert_eq!(plan.call, None, "{row}: the retry waits for its backoff");
             assert!(plan.requeue_after.is_some(), "{row}");
         } else if provider == ProviderKind::Eda && !finalizer {
             assert_eq!(
@@ -692,7 +817,7 @@ fn rate_limited_provider_is_not_called_early() {
     let mut o = obs();
     o.launch_not_before = Some(at(20));
     let plan = decide(&ci(), &o, at(5), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(15)));
     assert_eq!(applied(&plan).1, reason::PROVIDER_ERROR);
     let plan = decide(&ci(), &o, at(20), &aap());
@@ -712,7 +837,7 @@ fn jobs_are_read_through_their_owner_and_orphans_reported() {
         ..aap()
     };
     let plan = decide(&c, &obs(), at(5), &only_aap);
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     let (_, r, m) = applied(&plan);
     assert_eq!(r, reason::PROVIDER_ERROR);
     assert!(m.contains("eda-webhook-1") && m.contains("eda"), "{m}");
@@ -753,7 +878,7 @@ fn manual_on_delete_releases_without_deprovisioning() {
     annotate(&mut c, MANAGEMENT_STATE_ANNOTATION, "manual");
     let plan = decide(&c, &obs(), at(0), &aap());
     assert_eq!(plan.finalizer, FinalizerChange::Remove);
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
 }
 
 #[test]
@@ -765,8 +890,8 @@ fn delete_during_aap_provision_cancels_then_deprovisions_once() {
     ));
     let plan = decide(&c, &observe("7265", JobState::Running), at(10), &aap());
     assert_eq!(
-        plan.action,
-        Some(Action::Cancel {
+        plan.call,
+        Some(ProviderCall::Cancel {
             provider: ProviderKind::Aap,
             job_id: "7265".into()
         })
@@ -784,12 +909,19 @@ fn delete_during_aap_provision_cancels_then_deprovisions_once() {
     let mut o = observe("7265", JobState::Running);
     o.cancel_requested.insert("7265".into());
     let plan = decide(&c, &o, at(40), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(30)));
 
     // Canceled: exactly one deprovision starts.
     let plan = decide(&c, &observe("7265", JobState::Canceled), at(70), &aap());
-    assert_eq!(launched(&plan).map(|l| l.1), Some(JobType::Deprovision));
+    assert_eq!(
+        launched(&plan),
+        Some((
+            ProviderKind::Aap,
+            JobType::Deprovision,
+            LaunchKey::deprovision("uid-1", 1).to_string()
+        ))
+    );
     let deprovisions = status(&plan)
         .jobs
         .iter()
@@ -806,7 +938,7 @@ fn delete_during_eda_provision_waits_for_the_grace_period() {
     let c = deleting(with_jobs(c, vec![j]));
     let s = settings(ProviderKind::Eda);
     let plan = decide(&c, &obs(), at(100), &s);
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(plan.requeue_after, Some(Duration::from_secs(200)));
 
     let plan = decide(&c, &obs(), at(300), &s);
@@ -847,7 +979,18 @@ fn deprovision_outcomes() {
             removed,
             "{state} block={block}"
         );
-        assert_eq!(plan.action, None, "exactly one deprovision per deletion");
+        assert_eq!(plan.call, None, "exactly one deprovision per deletion");
+        if removed {
+            assert!(
+                plan.status.is_some(),
+                "{state} block={block}: the phase changed"
+            );
+            assert_eq!(
+                plan.status_write(),
+                None,
+                "{state} block={block}: the object is about to go, its last status is not written"
+            );
+        }
         if blocked {
             let cond =
                 find_condition(&status(&plan).conditions, CONDITION_DELETION_BLOCKED).unwrap();
@@ -931,7 +1074,7 @@ fn a_deprovision_whose_trigger_failed_is_tried_again_with_backoff_then_given_up(
     d.block_deletion_on_failure = Some(false);
     let c = deleting(with_jobs(c, vec![d]));
     let plan = decide(&c, &obs(), at(1000), &eda);
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(plan.finalizer, FinalizerChange::Remove);
 }
 
@@ -969,7 +1112,7 @@ fn deprovision_in_flight_is_waited_for() {
     );
     let c = deleting(with_jobs(c, vec![d]));
     let plan = decide(&c, &observe("9079", JobState::Running), at(20), &aap());
-    assert_eq!(plan.action, None);
+    assert_eq!(plan.call, None);
     assert_eq!(plan.finalizer, FinalizerChange::Keep);
 }
 
@@ -1220,7 +1363,7 @@ fn a_refused_launch_is_no_attempt_and_the_condition_says_why_until_the_next() {
     o.launch_not_before = e.not_before;
     o.launch_refusal = e.refusal.clone();
     let waiting = decide(&c2, &o, at(2), &aap());
-    assert_eq!(waiting.action, None);
+    assert_eq!(waiting.call, None);
     assert_eq!(waiting.status, None, "the condition already says it all");
 
     // Then the same attempt again, under the same launch key.
@@ -1269,6 +1412,6 @@ fn after_a_launch_answer_the_next_pass_has_nothing_to_write() {
             "{:?}: nothing new, nothing to write",
             settings.active
         );
-        assert_eq!(again.action, None);
+        assert_eq!(again.call, None);
     }
 }

@@ -1,0 +1,394 @@
+//! The writes of a pass: the status, the finalizer patch (with a new CI's first intent), and
+//! what a 409 Conflict means for each.
+//!
+//! Every write is a JSON merge patch that carries the `resourceVersion` the decision was based
+//! on, so a decision made from a stale object (a lagging cache, a second replica) is refused
+//! instead of acting twice. Only the write of a launch's answer is retried on a conflict: the
+//! job id the provider returned must not be lost.
+
+use std::time::{Duration, Instant};
+
+use cloudkit_api::intent::status_never_written;
+use cloudkit_api::metadata::{FINALIZER, PROVISION_INTENT_ANNOTATION};
+use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobStatus};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+
+use crate::controller::{Context, Error, slim};
+use crate::metrics::Metrics;
+use crate::outcome::{LaunchAnswer, apply_launch_answer};
+use crate::plan::EventSpec;
+use crate::settings::Capabilities;
+
+/// Field manager of every write the operator makes.
+pub const FIELD_MANAGER: &str = "cloudkit-operator";
+
+/// What recording a launch's answer left to the rest of the pass.
+pub(crate) struct LaunchOutcome {
+    pub(crate) current: ComputeInstance,
+    /// The resourceVersion the answer's write replaced, if it was written.
+    pub(crate) replaced: Option<String>,
+    pub(crate) events: Vec<EventSpec>,
+    pub(crate) remove_finalizer: bool,
+    pub(crate) requeue_after: Option<Duration>,
+}
+
+/// Records a provider's `answer` to the launch of the intent under `launch_key`, re-reading
+/// and re-applying on conflicts so a returned job id is never lost.
+pub(crate) async fn record_answer(
+    ctx: &Context,
+    api: &Api<ComputeInstance>,
+    mut current: ComputeInstance,
+    launch_key: &str,
+    answer: &LaunchAnswer,
+    caps: Capabilities,
+    uid: &str,
+) -> Result<LaunchOutcome, Error> {
+    let name = current.name_any();
+    for _ in 0..5 {
+        let mut status: ComputeInstanceStatus = current.status.clone().unwrap_or_default();
+        let Some(effect) = apply_launch_answer(
+            &mut status,
+            launch_key,
+            answer.clone(),
+            caps,
+            ctx.settings.launch_window,
+            ctx.settings.poll_interval,
+            Timestamp::now(),
+        ) else {
+            // Someone already recorded the outcome (or the intent is gone).
+            break;
+        };
+        match write_status(api, &current, &status, &ctx.metrics).await {
+            Ok(updated) => {
+                if let Some((t, p)) = effect.started {
+                    ctx.metrics.job_started(t, p);
+                }
+                if let Some(f) = &effect.finished {
+                    ctx.metrics
+                        .job_finished(f.job_type, f.provider, f.state, f.duration);
+                }
+                if let Some(nb) = effect.not_before {
+                    ctx.memory()
+                        .not_before
+                        .insert(uid.to_string(), (nb, effect.refusal.clone()));
+                }
+                // The launch answer is as fresh as a poll: the wake-up our own write causes is no
+                // reason to ask the provider again (and write again) right away.
+                if let LaunchAnswer::Started(job) = answer {
+                    ctx.memory()
+                        .polled
+                        .insert((uid.to_string(), job.job_id.clone()), Instant::now());
+                }
+                return Ok(LaunchOutcome {
+                    replaced: replaced_version(&current, &updated),
+                    current: updated,
+                    events: effect.events,
+                    remove_finalizer: effect.remove_finalizer,
+                    requeue_after: effect.requeue_after,
+                });
+            }
+            Err(e) if is_conflict(&e) => {
+                ctx.metrics.write_conflict("answer");
+                let mut fresh = api.get_status(&name).await?;
+                slim(&mut fresh);
+                if status_never_written(fresh.status.as_ref()) {
+                    // A first intent recorded with the finalizer is in no status yet: the answer
+                    // goes onto the status this pass was writing, not onto an empty one.
+                    fresh.status = current.status.take();
+                }
+                current = fresh;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(LaunchOutcome {
+        current,
+        replaced: None,
+        events: Vec::new(),
+        remove_finalizer: false,
+        requeue_after: Some(Duration::from_secs(1)),
+    })
+}
+
+/// When a pass that worked from a stale object runs again, unless the fresh object's watch event
+/// comes first.
+pub(crate) const STALE_RETRY: Duration = Duration::from_millis(200);
+
+/// Takes the result of one of a pass's writes: the written object becomes `current` (and the
+/// version it replaced is noted in `replaced`); `Ok(false)` when the API server refused it with
+/// 409, that is, the pass worked from a stale object and ends (the fresh object is on its way
+/// through the watch).
+pub(crate) fn advance(
+    result: Result<ComputeInstance, kube::Error>,
+    current: &mut ComputeInstance,
+    replaced: &mut Vec<String>,
+    ctx: &Context,
+    write: &'static str,
+) -> Result<bool, Error> {
+    match result {
+        Ok(updated) => {
+            replaced.extend(replaced_version(current, &updated));
+            *current = updated;
+            Ok(true)
+        }
+        Err(e) if is_conflict(&e) => {
+            ctx.metrics.write_conflict(write);
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The resourceVersion a write replaced: `before`'s, unless the write changed nothing (the API
+/// server then keeps the version, and that version is current, not superseded).
+pub(crate) fn replaced_version(
+    before: &ComputeInstance,
+    after: &ComputeInstance,
+) -> Option<String> {
+    let old = before.resource_version()?;
+    (after.resource_version().as_ref() != Some(&old)).then_some(old)
+}
+
+/// Writes the operator's status with a JSON merge patch whose resourceVersion is a precondition:
+/// a write based on a stale read fails with 409 instead of overwriting newer state. Fields that
+/// became empty are sent as `null` so they are removed. The status starts from the one read, so
+/// conditions of other writers are carried over.
+///
+/// Server-side apply would be the natural fit, but API servers of the 1.20 line turn an empty
+/// string inside a list item (the job id of a recorded intent) into `null` and reject it.
+pub(crate) async fn write_status(
+    api: &Api<ComputeInstance>,
+    current: &ComputeInstance,
+    status: &ComputeInstanceStatus,
+    metrics: &Metrics,
+) -> Result<ComputeInstance, kube::Error> {
+    let body = status_patch(current, status);
+    metrics.status_written();
+    let mut updated = api
+        .patch_status(&current.name_any(), &patch_params(), &Patch::Merge(&body))
+        .await?;
+    slim(&mut updated);
+    Ok(updated)
+}
+
+/// The body of [`write_status`].
+fn status_patch(current: &ComputeInstance, status: &ComputeInstanceStatus) -> serde_json::Value {
+    let mut fields = match serde_json::to_value(status) {
+        Ok(serde_json::Value::Object(map)) => map,
+        _ => serde_json::Map::new(),
+    };
+    for key in STATUS_FIELDS {
+        fields
+            .entry(key.to_string())
+            .or_insert(serde_json::Value::Null);
+    }
+    serde_json::json!({
+        "metadata": { "resourceVersion": current.resource_version() },
+        "status": fields,
+    })
+}
+
+fn patch_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..PatchParams::default()
+    }
+}
+
+/// Every status field the operator writes (see `ComputeInstanceStatus`).
+const STATUS_FIELDS: [&str; 6] = [
+    "phase",
+    "conditions",
+    "observedGeneration",
+    "desiredConfigVersion",
+    "reconciledConfigVersion",
+    "jobs",
+];
+
+/// Adds or removes the operator's finalizer, keeping every other finalizer, with the object's
+/// resourceVersion as a precondition; with `intent`, records it in the provision-intent
+/// annotation in the same patch.
+pub(crate) async fn set_finalizer(
+    api: &Api<ComputeInstance>,
+    current: &ComputeInstance,
+    present: bool,
+    intent: Option<&JobStatus>,
+) -> Result<ComputeInstance, kube::Error> {
+    let body = finalizer_patch(current, present, intent);
+    let mut updated = api
+        .patch(
+            &current.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await?;
+    slim(&mut updated);
+    Ok(updated)
+}
+
+/// The body of [`set_finalizer`].
+fn finalizer_patch(
+    current: &ComputeInstance,
+    present: bool,
+    intent: Option<&JobStatus>,
+) -> serde_json::Value {
+    let mut finalizers: Vec<String> = current
+        .finalizers()
+        .iter()
+        .filter(|f| f.as_str() != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.to_string());
+    }
+    let mut body = serde_json::json!({
+        "metadata": {
+            "resourceVersion": current.resource_version(),
+            "finalizers": finalizers,
+        }
+    });
+    if let Some(job) = intent {
+        body["metadata"]["annotations"] =
+            serde_json::json!({ PROVISION_INTENT_ANNOTATION: cloudkit_api::intent::encode(job) });
+    }
+    body
+}
+
+/// Removes the operator's finalizer, the last write of a pass. `Ok(false)` when the API server
+/// refused it with 409 (the pass worked from a stale object); an object already gone needs
+/// no removal.
+pub(crate) async fn remove_finalizer(
+    api: &Api<ComputeInstance>,
+    current: &ComputeInstance,
+    ctx: &Context,
+) -> Result<bool, Error> {
+    match set_finalizer(api, current, false, None).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
+        Err(e) if is_conflict(&e) => {
+            ctx.metrics.write_conflict("finalizer");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudkit_api::metadata::AAP_FINALIZER;
+    use serde_json::json;
+
+    fn at_version(rv: &str) -> ComputeInstance {
+        let mut ci =
+            ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
+        ci.metadata.resource_version = Some(rv.into());
+        ci
+    }
+
+    #[test]
+    fn the_finalizer_patch_keeps_other_finalizers_and_carries_the_first_intent() {
+        let mut ci = at_version("5");
+        ci.metadata.finalizers = Some(vec![AAP_FINALIZER.into()]);
+        assert_eq!(
+            finalizer_patch(&ci, true, None),
+            json!({"metadata": {"resourceVersion": "5", "finalizers": [AAP_FINALIZER, FINALIZER]}})
+        );
+        let mut intent = JobStatus::new(
+            "",
+            JobType::Provision,
+            Time(Timestamp::UNIX_EPOCH),
+            JobState::Pending,
+        );
+        intent.launch_key = Some("uid-1/provision/abc/1".into());
+        assert_eq!(
+            finalizer_patch(&ci, true, Some(&intent)),
+            json!({"metadata": {
+                "resourceVersion": "5",
+                "finalizers": [AAP_FINALIZER, FINALIZER],
+                "annotations": {PROVISION_INTENT_ANNOTATION: cloudkit_api::intent::encode(&intent)},
+            }})
+        );
+        ci.metadata.finalizers = Some(vec![FINALIZER.into(), AAP_FINALIZER.into()]);
+        assert_eq!(
+            finalizer_patch(&ci, false, None),
+            json!({"metadata": {"resourceVersion": "5", "finalizers": [AAP_FINALIZER]}})
+        );
+    }
+
+    #[test]
+    fn the_status_patch_is_conditional_and_clears_emptied_fields() {
+        let status = ComputeInstanceStatus {
+            desired_config_version: Some("abc".into()),
+            ..ComputeInstanceStatus::default()
+        };
+        assert_eq!(
+            status_patch(&at_version("7"), &status),
+            json!({
+                "metadata": {"resourceVersion": "7"},
+                "status": {
+                    "desiredConfigVersion": "abc",
+                    "phase": null,
+                    "conditions": null,
+                    "observedGeneration": null,
+                    "reconciledConfigVersion": null,
+                    "jobs": null,
+                },
+            })
+        );
+    }
+    use cloudkit_api::{JobState, JobType, Phase};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    #[test]
+    fn status_fields_cover_the_status_type() {
+        let t = Time(Timestamp::UNIX_EPOCH);
+        let full = ComputeInstanceStatus {
+            phase: Some(Phase::Running),
+            conditions: vec![Condition {
+                type_: "A".into(),
+                status: "True".into(),
+                reason: "R".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: t.clone(),
+            }],
+            observed_generation: Some(1),
+            desired_config_version: Some("a".into()),
+            reconciled_config_version: Some("a".into()),
+            jobs: vec![JobStatus::new(
+                "1",
+                JobType::Provision,
+                t,
+                JobState::Running,
+            )],
+        };
+        let value = serde_json::to_value(&full).unwrap_or_default();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        let mut want = STATUS_FIELDS.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+    }
+
+    #[test]
+    fn a_write_that_changed_nothing_replaced_no_version() {
+        let at = |rv: &str| {
+            let mut ci =
+                ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
+            ci.metadata.resource_version = Some(rv.into());
+            ci
+        };
+        assert_eq!(replaced_version(&at("5"), &at("6")), Some("5".into()));
+        assert_eq!(replaced_version(&at("5"), &at("5")), None);
+    }
+}
