@@ -1,16 +1,50 @@
 //! Command line and environment: every setting is a flag with its `CLOUDKIT_*` variable as the
-//! fallback. Validation turns them into typed configuration or one line naming the setting.
+//! fallback. Each flag's value parser turns the text into a typed value or a [`ConfigError`]
+//! naming the variable (whether the value came from it or from the flag); [`RunArgs::validate`]
+//! then checks what depends on several settings and builds the providers' configurations.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use cloudkit_aap::AapConfig;
+use clap::builder::OsStringValueParser;
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use cloudkit_aap::{self as aap, AapConfig};
 use cloudkit_api::ProviderKind;
-use cloudkit_api::history::parse_history_limit;
-use cloudkit_eda::EdaConfig;
+use cloudkit_api::history::{
+    DEFAULT_HISTORY_LIMIT, ENV_MAX_JOB_HISTORY, MAX_HISTORY_LIMIT, parse_history_limit,
+};
+use cloudkit_eda::{self as eda, EdaConfig};
 use cloudkit_provider::Secret;
+use cloudkit_provider::settings::{ConfigError, parse_go_duration};
+
+use crate::leader::LeaseSettings;
+
+// The variables of the settings only the binary reads; the providers' variables are their
+// crates' constants.
+/// Namespace to watch.
+pub const ENV_NAMESPACE: &str = "CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE";
+/// Provider that starts new jobs.
+pub const ENV_PROVISIONING_PROVIDER: &str = "CLOUDKIT_PROVISIONING_PROVIDER";
+/// How long a deletion waits for an EDA provision that has not reported.
+pub const ENV_EDA_PROVISION_GRACE: &str = "CLOUDKIT_EDA_PROVISION_GRACE";
+/// Automatic retries of a failed provision.
+pub const ENV_PROVISION_RETRY_LIMIT: &str = "CLOUDKIT_PROVISION_RETRY_LIMIT";
+/// CIs reconciled at once.
+pub const ENV_MAX_CONCURRENT_RECONCILES: &str = "CLOUDKIT_MAX_CONCURRENT_RECONCILES";
+/// Address of the HTTP endpoints.
+pub const ENV_HTTP_ADDRESS: &str = "CLOUDKIT_HTTP_ADDRESS";
+/// Run only while holding the Lease.
+pub const ENV_LEADER_ELECT: &str = "CLOUDKIT_LEADER_ELECT";
+/// Namespace of the Lease.
+pub const ENV_LEADER_ELECTION_NAMESPACE: &str = "CLOUDKIT_LEADER_ELECTION_NAMESPACE";
+/// Name of the Lease.
+pub const ENV_LEADER_ELECTION_LEASE: &str = "CLOUDKIT_LEADER_ELECTION_LEASE";
+/// Duration of the Lease.
+pub const ENV_LEADER_ELECTION_LEASE_DURATION: &str = "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION";
+/// Log format.
+pub const ENV_LOG_FORMAT: &str = "CLOUDKIT_LOG_FORMAT";
 
 /// Kubernetes operator that provisions ComputeInstance virtual machines by running Ansible
 /// automation through the AAP controller API or an Event-Driven Ansible webhook.
@@ -37,6 +71,15 @@ pub enum LogFormat {
     Json,
 }
 
+/// The value of `--provider`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderChoice {
+    /// Empty: the provider whose settings are present.
+    BySettings,
+    /// `aap` or `eda`.
+    Named(ProviderKind),
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Kubeconfig file; in-cluster configuration or $KUBECONFIG when absent.
@@ -44,146 +87,142 @@ pub struct RunArgs {
     pub kubeconfig: Option<PathBuf>,
 
     /// Namespace to watch; all namespaces when absent.
-    #[arg(long, env = "CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE", global = true)]
+    #[arg(long, env = ENV_NAMESPACE, global = true)]
     pub namespace: Option<String>,
 
     /// Provider that starts new jobs: aap or eda. When absent, the one whose settings are present.
-    #[arg(long, env = "CLOUDKIT_PROVISIONING_PROVIDER", global = true)]
-    pub provider: Option<String>,
-
-    /// AAP controller API base, e.g. https://host/api (AWX) or https://gateway/api/controller.
-    #[arg(long, env = "CLOUDKIT_AAP_URL", global = true)]
-    pub aap_url: Option<String>,
-    /// AAP token.
     #[arg(
         long,
-        env = "CLOUDKIT_AAP_TOKEN",
-        hide_env_values = true,
+        env = ENV_PROVISIONING_PROVIDER,
+        value_parser = setting(ENV_PROVISIONING_PROVIDER, provider),
         global = true
     )]
+    pub provider: Option<ProviderChoice>,
+
+    /// AAP controller API base, e.g. https://host/api (AWX) or https://gateway/api/controller.
+    #[arg(long, env = aap::ENV_URL, global = true)]
+    pub aap_url: Option<String>,
+    /// AAP token.
+    #[arg(long, env = aap::ENV_TOKEN, hide_env_values = true, global = true)]
     pub aap_token: Option<String>,
     /// File holding the AAP token (instead of --aap-token).
-    #[arg(long, env = "CLOUDKIT_AAP_TOKEN_FILE", global = true)]
+    #[arg(long, env = aap::ENV_TOKEN_FILE, global = true)]
     pub aap_token_file: Option<PathBuf>,
     /// Name of the job or workflow job template that provisions.
-    #[arg(long, env = "CLOUDKIT_AAP_PROVISION_TEMPLATE", global = true)]
+    #[arg(long, env = aap::ENV_PROVISION_TEMPLATE, global = true)]
     pub aap_provision_template: Option<String>,
     /// Name of the job or workflow job template that deprovisions.
-    #[arg(long, env = "CLOUDKIT_AAP_DEPROVISION_TEMPLATE", global = true)]
+    #[arg(long, env = aap::ENV_DEPROVISION_TEMPLATE, global = true)]
     pub aap_deprovision_template: Option<String>,
     /// Interval between polls of a running AAP job (e.g. 30s, 2m30s).
     #[arg(
         long,
-        env = "CLOUDKIT_AAP_STATUS_POLL_INTERVAL",
+        env = aap::ENV_STATUS_POLL_INTERVAL,
+        value_parser = setting(aap::ENV_STATUS_POLL_INTERVAL, positive_duration),
         default_value = "30s",
         global = true
     )]
-    pub aap_status_poll_interval: String,
+    pub aap_status_poll_interval: Duration,
     /// Skip TLS verification of the AAP controller (testing only).
     #[arg(
         long,
-        env = "CLOUDKIT_AAP_INSECURE_SKIP_VERIFY",
+        env = aap::ENV_INSECURE_SKIP_VERIFY,
+        action = ArgAction::Set,
+        value_parser = setting(aap::ENV_INSECURE_SKIP_VERIFY, boolean),
         default_value = "false",
         global = true
     )]
-    pub aap_insecure_skip_verify: String,
+    pub aap_insecure_skip_verify: bool,
     /// PEM bundle of CAs trusted for the AAP controller.
-    #[arg(long, env = "CLOUDKIT_AAP_CA_FILE", global = true)]
+    #[arg(long, env = aap::ENV_CA_FILE, global = true)]
     pub aap_ca_file: Option<PathBuf>,
     /// How long one request to the AAP controller may take (e.g. 30s).
     #[arg(
         long,
-        env = "CLOUDKIT_AAP_REQUEST_TIMEOUT",
+        env = aap::ENV_REQUEST_TIMEOUT,
+        value_parser = setting(aap::ENV_REQUEST_TIMEOUT, duration),
         default_value = "30s",
         global = true
     )]
-    pub aap_request_timeout: String,
+    pub aap_request_timeout: Duration,
 
     /// EDA webhook that provisions.
-    #[arg(
-        long,
-        env = "CLOUDKIT_COMPUTE_INSTANCE_PROVISION_WEBHOOK",
-        global = true
-    )]
+    #[arg(long, env = eda::ENV_PROVISION_WEBHOOK, global = true)]
     pub provision_webhook: Option<String>,
     /// EDA webhook that deprovisions.
-    #[arg(
-        long,
-        env = "CLOUDKIT_COMPUTE_INSTANCE_DEPROVISION_WEBHOOK",
-        global = true
-    )]
+    #[arg(long, env = eda::ENV_DEPROVISION_WEBHOOK, global = true)]
     pub deprovision_webhook: Option<String>,
     /// Bearer token sent to the EDA webhooks.
-    #[arg(
-        long,
-        env = "CLOUDKIT_EDA_TOKEN",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = eda::ENV_TOKEN, hide_env_values = true, global = true)]
     pub eda_token: Option<String>,
     /// Secret for the x-hub-signature-256 HMAC of EDA webhook requests.
-    #[arg(
-        long,
-        env = "CLOUDKIT_EDA_HMAC_SECRET",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = eda::ENV_HMAC_SECRET, hide_env_values = true, global = true)]
     pub eda_hmac_secret: Option<String>,
     /// Minimum interval between two webhook calls for one CI and URL (0 = off).
     #[arg(
         long,
-        env = "CLOUDKIT_MINIMUM_REQUEST_INTERVAL",
+        env = eda::ENV_MINIMUM_REQUEST_INTERVAL,
+        value_parser = setting(eda::ENV_MINIMUM_REQUEST_INTERVAL, duration),
         default_value = "0",
         global = true
     )]
-    pub minimum_request_interval: String,
+    pub minimum_request_interval: Duration,
     /// How long a deletion waits for an EDA provision that has not reported yet.
     #[arg(
         long,
-        env = "CLOUDKIT_EDA_PROVISION_GRACE",
+        env = ENV_EDA_PROVISION_GRACE,
+        value_parser = setting(ENV_EDA_PROVISION_GRACE, duration),
         default_value = "5m",
         global = true
     )]
-    pub eda_provision_grace: String,
+    pub eda_provision_grace: Duration,
 
     /// Jobs kept in status.jobs (1 to 1000).
-    #[arg(long, env = "CLOUDKIT_MAX_JOB_HISTORY", global = true)]
-    pub max_job_history: Option<String>,
+    #[arg(
+        long,
+        env = ENV_MAX_JOB_HISTORY,
+        value_parser = setting(ENV_MAX_JOB_HISTORY, history_limit),
+        global = true
+    )]
+    pub max_job_history: Option<usize>,
     /// Automatic retries of a failed provision for the same configuration.
     #[arg(
         long,
-        env = "CLOUDKIT_PROVISION_RETRY_LIMIT",
+        env = ENV_PROVISION_RETRY_LIMIT,
+        value_parser = setting(ENV_PROVISION_RETRY_LIMIT, retry_limit),
         default_value = "3",
         global = true
     )]
-    pub provision_retry_limit: String,
+    pub provision_retry_limit: u32,
     /// CIs reconciled at once.
     #[arg(
         long,
-        env = "CLOUDKIT_MAX_CONCURRENT_RECONCILES",
+        env = ENV_MAX_CONCURRENT_RECONCILES,
+        value_parser = setting(ENV_MAX_CONCURRENT_RECONCILES, concurrency),
         default_value = "16",
         global = true
     )]
-    pub max_concurrent_reconciles: String,
+    pub max_concurrent_reconciles: u16,
 
     /// Address of the /healthz, /readyz and /metrics endpoints.
     #[arg(
         long,
-        env = "CLOUDKIT_HTTP_ADDRESS",
+        env = ENV_HTTP_ADDRESS,
+        value_parser = setting(ENV_HTTP_ADDRESS, socket_address),
         default_value = "0.0.0.0:8080",
         global = true
     )]
-    pub http_address: String,
+    pub http_address: SocketAddr,
     /// Run only while holding a coordination.k8s.io Lease (for several replicas).
-    #[arg(long, env = "CLOUDKIT_LEADER_ELECT", global = true)]
+    #[arg(long, env = ENV_LEADER_ELECT, global = true)]
     pub leader_elect: bool,
     /// Namespace of the leader election Lease.
-    #[arg(long, env = "CLOUDKIT_LEADER_ELECTION_NAMESPACE", global = true)]
+    #[arg(long, env = ENV_LEADER_ELECTION_NAMESPACE, global = true)]
     pub leader_election_namespace: Option<String>,
     /// Name of the leader election Lease.
     #[arg(
         long,
-        env = "CLOUDKIT_LEADER_ELECTION_LEASE",
+        env = ENV_LEADER_ELECTION_LEASE,
         default_value = "cloudkit-operator",
         global = true
     )]
@@ -191,15 +230,16 @@ pub struct RunArgs {
     /// How long a Lease holder that stops renewing keeps it (whole seconds, at least 3s).
     #[arg(
         long,
-        env = "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
+        env = ENV_LEADER_ELECTION_LEASE_DURATION,
+        value_parser = setting(ENV_LEADER_ELECTION_LEASE_DURATION, lease_duration),
         default_value = "15s",
         global = true
     )]
-    pub leader_election_lease_duration: String,
+    pub leader_election_lease_duration: u64,
     /// Log format.
     #[arg(
         long,
-        env = "CLOUDKIT_LOG_FORMAT",
+        env = ENV_LOG_FORMAT,
         value_enum,
         default_value = "text",
         global = true
@@ -207,19 +247,112 @@ pub struct RunArgs {
     pub log_format: LogFormat,
 }
 
-/// A start-up configuration error: one line that names the setting.
-#[derive(Debug, thiserror::Error)]
-#[error("{setting}: {message}")]
-pub struct ConfigError {
-    pub setting: String,
-    pub message: String,
+/// The setting a command line error is about, when a value parser refused a value: the caller
+/// prints it as the one line that names the variable.
+pub fn setting_error(error: &clap::Error) -> Option<&ConfigError> {
+    std::error::Error::source(error)?.downcast_ref::<ConfigError>()
 }
 
-fn err(setting: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        setting: setting.to_string(),
-        message: message.into(),
+/// Whether `argv` asks for the `crd` command, whatever the settings hold: printing the CRD reads
+/// no setting, so a value that is wrong must not stop it.
+pub fn asks_for_crd<I, T>(argv: I) -> bool
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    Cli::command()
+        .mut_args(|arg| {
+            if arg.get_action().takes_values() {
+                arg.value_parser(OsStringValueParser::new())
+            } else {
+                arg
+            }
+        })
+        .try_get_matches_from(argv)
+        .is_ok_and(|m| m.subcommand_name() == Some("crd"))
+}
+
+/// A clap value parser for the setting whose variable is `env`: `parse` says what is wrong with
+/// a value without naming the setting, and the error names it.
+fn setting<T>(
+    env: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+) -> impl Fn(&str) -> Result<T, ConfigError> + Clone + Send + Sync + 'static
+where
+    T: Clone + Send + Sync + 'static,
+{
+    move |value| parse(value).map_err(|message| ConfigError::new(env, message))
+}
+
+fn duration(value: &str) -> Result<Duration, String> {
+    parse_go_duration(value).map_err(|e| e.to_string())
+}
+
+fn positive_duration(value: &str) -> Result<Duration, String> {
+    match duration(value)? {
+        d if d.is_zero() => Err("must be greater than 0".to_string()),
+        d => Ok(d),
     }
+}
+
+/// Whole seconds, at least 3: a Lease records its duration in seconds, and the holder renews it
+/// a grace period (a third of it, at least 1 s) before the end.
+fn lease_duration(value: &str) -> Result<u64, String> {
+    let lease = duration(value)?;
+    if lease.subsec_nanos() != 0 || lease < Duration::from_secs(3) {
+        return Err(format!(
+            "{value:?} is invalid: expected whole seconds, at least 3s"
+        ));
+    }
+    Ok(lease.as_secs())
+}
+
+fn provider(value: &str) -> Result<ProviderChoice, String> {
+    match value.trim() {
+        "" => Ok(ProviderChoice::BySettings),
+        "aap" => Ok(ProviderChoice::Named(ProviderKind::Aap)),
+        "eda" => Ok(ProviderChoice::Named(ProviderKind::Eda)),
+        other => Err(format!("{other:?} is not a provider; use aap or eda")),
+    }
+}
+
+fn boolean(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" | "" => Ok(false),
+        _ => Err(format!("{value:?} is invalid: expected true or false")),
+    }
+}
+
+fn history_limit(value: &str) -> Result<usize, String> {
+    parse_history_limit(Some(value)).map_err(|e| {
+        format!(
+            "{:?} is invalid: expected a whole number from 1 to {MAX_HISTORY_LIMIT}",
+            e.value
+        )
+    })
+}
+
+fn retry_limit(value: &str) -> Result<u32, String> {
+    value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n <= 100)
+        .ok_or_else(|| format!("{value:?} is invalid: expected a whole number from 0 to 100"))
+}
+
+fn concurrency(value: &str) -> Result<u16, String> {
+    value
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("{value:?} is invalid: expected a whole number from 1 to 65535"))
+}
+
+fn socket_address(value: &str) -> Result<SocketAddr, String> {
+    value.parse().map_err(|e| format!("{value:?}: {e}"))
 }
 
 /// Validated settings of a controller run.
@@ -235,57 +368,48 @@ pub struct RunConfig {
     pub launch_window: Duration,
     pub concurrency: u16,
     pub http_address: SocketAddr,
-    /// Lease duration and grace period (the holder renews `grace` before the end), in seconds.
-    pub lease_duration_secs: u64,
-    pub lease_grace_secs: u64,
+    /// The Lease to hold while running, with `--leader-elect`.
+    pub leader_election: Option<LeaseSettings>,
 }
 
 impl RunArgs {
-    /// Checks every setting; the first problem is the error.
+    /// Checks what depends on several settings and builds the providers' configurations; the
+    /// first problem is the error.
     pub fn validate(&self) -> Result<RunConfig, ConfigError> {
         let aap_present = present(&self.aap_url)
             || present(&self.aap_provision_template)
             || present(&self.aap_deprovision_template);
         let eda_present = present(&self.provision_webhook) || present(&self.deprovision_webhook);
-        let active = match self.provider.as_deref().map(str::trim) {
-            Some("aap") => ProviderKind::Aap,
-            Some("eda") => ProviderKind::Eda,
-            Some("") | None => match (aap_present, eda_present) {
+        let active = match self.provider.unwrap_or(ProviderChoice::BySettings) {
+            ProviderChoice::Named(kind) => kind,
+            ProviderChoice::BySettings => match (aap_present, eda_present) {
                 (true, false) => ProviderKind::Aap,
                 (false, true) => ProviderKind::Eda,
                 (true, true) => {
-                    return Err(err(
-                        "CLOUDKIT_PROVISIONING_PROVIDER",
+                    return Err(ConfigError::new(
+                        ENV_PROVISIONING_PROVIDER,
                         "both AAP (CLOUDKIT_AAP_*) and EDA (CLOUDKIT_COMPUTE_INSTANCE_*_WEBHOOK) settings are present; set it to aap or eda",
                     ));
                 }
                 (false, false) => {
-                    return Err(err(
-                        "CLOUDKIT_PROVISIONING_PROVIDER",
-                        "no provider is configured: set CLOUDKIT_AAP_URL, CLOUDKIT_AAP_TOKEN (or CLOUDKIT_AAP_TOKEN_FILE), CLOUDKIT_AAP_PROVISION_TEMPLATE and CLOUDKIT_AAP_DEPROVISION_TEMPLATE for aap, or CLOUDKIT_COMPUTE_INSTANCE_PROVISION_WEBHOOK and CLOUDKIT_COMPUTE_INSTANCE_DEPROVISION_WEBHOOK for eda",
+                    return Err(ConfigError::new(
+                        ENV_PROVISIONING_PROVIDER,
+                        format!(
+                            "no provider is configured: set {}, {} (or {}), {} and {} for aap, or {} and {} for eda",
+                            aap::ENV_URL,
+                            aap::ENV_TOKEN,
+                            aap::ENV_TOKEN_FILE,
+                            aap::ENV_PROVISION_TEMPLATE,
+                            aap::ENV_DEPROVISION_TEMPLATE,
+                            eda::ENV_PROVISION_WEBHOOK,
+                            eda::ENV_DEPROVISION_WEBHOOK,
+                        ),
                     ));
                 }
             },
-            Some(other) => {
-                return Err(err(
-                    "CLOUDKIT_PROVISIONING_PROVIDER",
-                    format!("{other:?} is not a provider; use aap or eda"),
-                ));
-            }
         };
-
-        let poll_interval = parse_duration(
-            "CLOUDKIT_AAP_STATUS_POLL_INTERVAL",
-            &self.aap_status_poll_interval,
-        )?;
-        if poll_interval.is_zero() {
-            return Err(err(
-                "CLOUDKIT_AAP_STATUS_POLL_INTERVAL",
-                "must be greater than 0",
-            ));
-        }
         let aap = if active == ProviderKind::Aap || aap_present {
-            Some(self.aap_config(poll_interval)?)
+            Some(self.aap_config()?)
         } else {
             None
         };
@@ -294,96 +418,45 @@ impl RunArgs {
         } else {
             None
         };
-
-        let history_limit = parse_history_limit(self.max_job_history.as_deref()).map_err(|e| {
-            err(
-                "CLOUDKIT_MAX_JOB_HISTORY",
-                format!(
-                    "{:?} is invalid: expected a whole number from 1 to {}",
-                    e.value,
-                    cloudkit_api::history::MAX_HISTORY_LIMIT
-                ),
-            )
-        })?;
-        let retry_limit = self
-            .provision_retry_limit
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n <= 100)
-            .ok_or_else(|| {
-                err(
-                    "CLOUDKIT_PROVISION_RETRY_LIMIT",
-                    format!(
-                        "{:?} is invalid: expected a whole number from 0 to 100",
-                        self.provision_retry_limit
-                    ),
-                )
-            })?;
-        let concurrency = self
-            .max_concurrent_reconciles
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| {
-                err(
-                    "CLOUDKIT_MAX_CONCURRENT_RECONCILES",
-                    format!(
-                        "{:?} is invalid: expected a whole number from 1 to 65535",
-                        self.max_concurrent_reconciles
-                    ),
-                )
-            })?;
-        let eda_grace = parse_duration("CLOUDKIT_EDA_PROVISION_GRACE", &self.eda_provision_grace)?;
-        let http_address = self.http_address.parse::<SocketAddr>().map_err(|e| {
-            err(
-                "CLOUDKIT_HTTP_ADDRESS",
-                format!("{:?}: {e}", self.http_address),
-            )
-        })?;
-        let lease = parse_duration(
-            "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
-            &self.leader_election_lease_duration,
-        )?;
-        if lease.subsec_nanos() != 0 || lease < Duration::from_secs(3) {
-            return Err(err(
-                "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
-                format!(
-                    "{:?} is invalid: expected whole seconds, at least 3s",
-                    self.leader_election_lease_duration
-                ),
-            ));
-        }
-        let lease_duration_secs = lease.as_secs();
         let request_timeout = aap
             .as_ref()
             .map(AapConfig::request_timeout)
-            .unwrap_or(cloudkit_aap::DEFAULT_REQUEST_TIMEOUT);
+            .unwrap_or(aap::DEFAULT_REQUEST_TIMEOUT);
+        let leader_election = self.leader_elect.then(|| LeaseSettings {
+            namespace: self
+                .leader_election_namespace
+                .clone()
+                .or_else(|| self.namespace.clone()),
+            name: self.leader_election_lease.clone(),
+            duration_secs: self.leader_election_lease_duration,
+            grace_secs: (self.leader_election_lease_duration / 3).clamp(1, 5),
+        });
         Ok(RunConfig {
             active,
             aap,
             eda,
-            history_limit,
-            retry_limit,
-            poll_interval,
-            eda_grace,
+            history_limit: self.max_job_history.unwrap_or(DEFAULT_HISTORY_LIMIT),
+            retry_limit: self.provision_retry_limit,
+            poll_interval: self.aap_status_poll_interval,
+            eda_grace: self.eda_provision_grace,
             launch_window: request_timeout + Duration::from_secs(5),
-            concurrency,
-            http_address,
-            lease_duration_secs,
-            lease_grace_secs: (lease_duration_secs / 3).clamp(1, 5),
+            concurrency: self.max_concurrent_reconciles,
+            http_address: self.http_address,
+            leader_election,
         })
     }
 
-    fn aap_config(&self, poll_interval: Duration) -> Result<AapConfig, ConfigError> {
+    fn aap_config(&self) -> Result<AapConfig, ConfigError> {
         let token = match (&self.aap_token, &self.aap_token_file) {
             (Some(t), _) if !t.is_empty() => Secret::new(t.clone()),
-            (_, Some(path)) => cloudkit_aap::read_token_file(path).map_err(aap_err)?,
+            (_, Some(path)) => aap::read_token_file(path)?,
             _ => {
-                return Err(err(
-                    "CLOUDKIT_AAP_TOKEN",
-                    "is required for provider aap (or set CLOUDKIT_AAP_TOKEN_FILE)",
+                return Err(ConfigError::new(
+                    aap::ENV_TOKEN,
+                    format!(
+                        "is required for provider aap (or set {})",
+                        aap::ENV_TOKEN_FILE
+                    ),
                 ));
             }
         };
@@ -391,27 +464,18 @@ impl RunArgs {
             .aap_url
             .as_deref()
             .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| err("CLOUDKIT_AAP_URL", "is required for provider aap"))?;
+            .ok_or_else(|| ConfigError::new(aap::ENV_URL, "is required for provider aap"))?;
         let mut config = AapConfig::new(
             url,
             token,
             self.aap_provision_template.clone().unwrap_or_default(),
             self.aap_deprovision_template.clone().unwrap_or_default(),
-        )
-        .map_err(aap_err)?
-        .with_poll_interval(poll_interval)
-        .map_err(aap_err)?
-        .with_insecure_skip_verify(parse_bool(
-            "CLOUDKIT_AAP_INSECURE_SKIP_VERIFY",
-            &self.aap_insecure_skip_verify,
-        )?);
-        let timeout = parse_duration("CLOUDKIT_AAP_REQUEST_TIMEOUT", &self.aap_request_timeout)?;
-        config = config
-            .with_request_timeout(timeout)
-            .map_err(|e| err("CLOUDKIT_AAP_REQUEST_TIMEOUT", e.message()))?;
+        )?
+        .with_poll_interval(self.aap_status_poll_interval)?
+        .with_insecure_skip_verify(self.aap_insecure_skip_verify)
+        .with_request_timeout(self.aap_request_timeout)?;
         if let Some(path) = &self.aap_ca_file {
-            let pem = cloudkit_aap::read_ca_file(path).map_err(aap_err)?;
-            config = config.with_ca_bundle_pem(pem).map_err(aap_err)?;
+            config = config.with_ca_bundle_pem(aap::read_ca_file(path)?)?;
         }
         Ok(config)
     }
@@ -420,20 +484,15 @@ impl RunArgs {
         let mut config = EdaConfig::new(
             self.provision_webhook.as_deref().unwrap_or_default(),
             self.deprovision_webhook.as_deref().unwrap_or_default(),
-        )
-        .map_err(eda_err)?;
+        )?;
         if let Some(t) = self.eda_token.as_deref().filter(|t| !t.is_empty()) {
             config = config.with_token(Secret::new(t));
         }
         if let Some(s) = self.eda_hmac_secret.as_deref().filter(|s| !s.is_empty()) {
             config = config.with_hmac_secret(Secret::new(s));
         }
-        let interval = parse_duration(
-            "CLOUDKIT_MINIMUM_REQUEST_INTERVAL",
-            &self.minimum_request_interval,
-        )?;
-        config = config.with_minimum_request_interval(interval);
-        config.validate().map_err(eda_err)?;
+        config = config.with_minimum_request_interval(self.minimum_request_interval);
+        config.validate()?;
         Ok(config)
     }
 }
@@ -442,93 +501,25 @@ fn present(v: &Option<String>) -> bool {
     v.as_deref().is_some_and(|s| !s.trim().is_empty())
 }
 
-fn aap_err(e: cloudkit_aap::ConfigError) -> ConfigError {
-    err(e.setting(), e.message())
-}
-
-fn eda_err(e: cloudkit_eda::EdaConfigError) -> ConfigError {
-    // The EDA errors already start with the variable's name.
-    let text = e.to_string();
-    let setting: String = text
-        .chars()
-        .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
-        .collect();
-    if setting.starts_with("CLOUDKIT_") {
-        let rest = text[setting.len()..].trim_start_matches([':', ' ']);
-        err(&setting, rest)
-    } else {
-        err("EDA configuration", text)
-    }
-}
-
-fn parse_bool(setting: &str, value: &str) -> Result<bool, ConfigError> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" | "" => Ok(false),
-        _ => Err(err(
-            setting,
-            format!("{value:?} is invalid: expected true or false"),
-        )),
-    }
-}
-
-/// Parses a Go-style duration (`30s`, `2m30s`, `1.5h`, `500ms`, `0`).
-pub fn parse_duration(setting: &str, value: &str) -> Result<Duration, ConfigError> {
-    let bad = || {
-        err(
-            setting,
-            format!("{value:?} is not a duration; use a number with a unit, like 30s, 2m30s or 1h"),
-        )
-    };
-    let s = value.trim();
-    if s == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return Err(bad());
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let number: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds;
-    }
-    if !total.is_finite() || total > 1e9 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn args(pairs: &[(&str, &str)]) -> RunArgs {
+    /// Parses `--name=value` flags (a bare `--name` for an empty value) and validates them.
+    fn run_config(pairs: &[(&str, &str)]) -> Result<RunConfig, ConfigError> {
         let mut argv = vec!["cloudkit-operator".to_string()];
         for (k, v) in pairs {
-            argv.push(format!("--{k}={v}"));
+            argv.push(if v.is_empty() {
+                format!("--{k}")
+            } else {
+                format!("--{k}={v}")
+            });
         }
-        Cli::try_parse_from(argv).expect("parse").run
+        let cli = Cli::try_parse_from(argv).map_err(|e| match setting_error(&e) {
+            Some(setting) => setting.clone(),
+            None => panic!("not a setting error: {e}"),
+        })?;
+        cli.run.validate()
     }
 
     const AAP: &[(&str, &str)] = &[
@@ -545,53 +536,78 @@ mod tests {
     fn with(
         base: &[(&'static str, &'static str)],
         extra: &[(&'static str, &'static str)],
-    ) -> RunArgs {
+    ) -> Vec<(&'static str, &'static str)> {
         let mut v = base.to_vec();
         v.extend_from_slice(extra);
-        args(&v)
+        v
     }
 
-    fn error(a: RunArgs) -> String {
-        a.validate().expect_err("should fail").to_string()
+    fn ok(pairs: &[(&str, &str)]) -> RunConfig {
+        run_config(pairs).unwrap_or_else(|e| panic!("{pairs:?}: {e}"))
+    }
+
+    fn error(pairs: &[(&str, &str)]) -> ConfigError {
+        match run_config(pairs) {
+            Ok(c) => panic!("{pairs:?} should fail: {c:?}"),
+            Err(e) => e,
+        }
     }
 
     #[test]
-    fn durations_like_go() {
-        let rows = [
-            ("30s", 30_000),
-            ("2m30s", 150_000),
-            ("1h", 3_600_000),
-            ("1.5h", 5_400_000),
-            ("500ms", 500),
-            ("0", 0),
-            ("0s", 0),
+    fn value_parsers() {
+        // (flag, value, what the run configuration holds)
+        type Check = fn(&RunConfig) -> bool;
+        let rows: [(&str, &str, Check); 13] = [
+            ("aap-status-poll-interval", "2m30s", |c| {
+                c.poll_interval == Duration::from_secs(150)
+            }),
+            ("aap-status-poll-interval", "500ms", |c| {
+                c.poll_interval == Duration::from_millis(500)
+            }),
+            ("aap-insecure-skip-verify", "YES", |c| {
+                c.aap.as_ref().is_some_and(AapConfig::insecure_skip_verify)
+            }),
+            ("aap-insecure-skip-verify", "0", |c| {
+                c.aap.as_ref().is_some_and(|a| !a.insecure_skip_verify())
+            }),
+            ("eda-provision-grace", "0", |c| c.eda_grace.is_zero()),
+            ("eda-provision-grace", "1h", |c| {
+                c.eda_grace == Duration::from_secs(3600)
+            }),
+            ("max-job-history", "1000", |c| c.history_limit == 1000),
+            ("provision-retry-limit", "0", |c| c.retry_limit == 0),
+            ("provision-retry-limit", " 100 ", |c| c.retry_limit == 100),
+            ("max-concurrent-reconciles", "65535", |c| {
+                c.concurrency == u16::MAX
+            }),
+            ("http-address", "127.0.0.1:0", |c| {
+                c.http_address == SocketAddr::from(([127, 0, 0, 1], 0))
+            }),
+            ("http-address", "[::1]:9090", |c| {
+                c.http_address.port() == 9090
+            }),
+            ("provider", " aap ", |c| c.active == ProviderKind::Aap),
         ];
-        for (text, ms) in rows {
-            assert_eq!(
-                parse_duration("X", text).expect(text),
-                Duration::from_millis(ms),
-                "{text}"
-            );
+        for (flag, value, check) in rows {
+            let c = ok(&with(AAP, &[(flag, value)]));
+            assert!(check(&c), "--{flag}={value}: {c:?}");
         }
-        for bad in ["", "30", "s", "3x", "-5s", "1e3s", "2m30", "abc"] {
-            let e = parse_duration("CLOUDKIT_X", bad)
-                .expect_err(bad)
-                .to_string();
-            assert!(e.starts_with("CLOUDKIT_X: "), "{e}");
-        }
+        let c = ok(&with(EDA, &[("minimum-request-interval", "1.5s")]));
+        assert_eq!(
+            c.eda.map(|e| e.minimum_request_interval),
+            Some(Duration::from_millis(1500))
+        );
     }
 
     #[test]
     fn aap_request_timeout_bounds_requests_and_the_launch_window() {
-        let c = args(AAP).validate().expect("default");
+        let c = ok(AAP);
         assert_eq!(
             c.aap.as_ref().map(AapConfig::request_timeout),
             Some(Duration::from_secs(30))
         );
         assert_eq!(c.launch_window, Duration::from_secs(35));
-        let c = with(AAP, &[("aap-request-timeout", "4s")])
-            .validate()
-            .expect("4s");
+        let c = ok(&with(AAP, &[("aap-request-timeout", "4s")]));
         assert_eq!(
             c.aap.as_ref().map(AapConfig::request_timeout),
             Some(Duration::from_secs(4))
@@ -603,57 +619,77 @@ mod tests {
     fn lease_duration_and_grace() {
         let rows = [("15s", 15, 5), ("1m", 60, 5), ("6s", 6, 2), ("3s", 3, 1)];
         for (text, duration, grace) in rows {
-            let c = with(AAP, &[("leader-election-lease-duration", text)])
-                .validate()
-                .expect(text);
-            assert_eq!(
-                (c.lease_duration_secs, c.lease_grace_secs),
-                (duration, grace),
-                "{text}"
-            );
-            assert!(c.lease_grace_secs < c.lease_duration_secs);
+            let c = ok(&with(
+                AAP,
+                &[
+                    ("leader-elect", ""),
+                    ("leader-election-lease-duration", text),
+                ],
+            ));
+            let lease = c.leader_election.expect(text);
+            assert_eq!((lease.duration_secs, lease.grace_secs), (duration, grace));
+            assert!(lease.grace_secs < lease.duration_secs);
         }
-        let c = args(AAP).validate().expect("default");
-        assert_eq!((c.lease_duration_secs, c.lease_grace_secs), (15, 5));
+        let lease = ok(&with(AAP, &[("leader-elect", "")]))
+            .leader_election
+            .expect("default");
+        assert_eq!((lease.duration_secs, lease.grace_secs), (15, 5));
+        assert_eq!(lease.name, "cloudkit-operator");
+        assert_eq!(lease.namespace, None);
+        assert!(ok(AAP).leader_election.is_none(), "off by default");
+    }
+
+    #[test]
+    fn lease_namespace_defaults_to_the_watched_one() {
+        let lease = |extra: &[(&'static str, &'static str)]| {
+            ok(&with(&with(AAP, &[("leader-elect", "")]), extra))
+                .leader_election
+                .and_then(|l| l.namespace)
+        };
+        assert_eq!(lease(&[("namespace", "ci")]).as_deref(), Some("ci"));
+        assert_eq!(
+            lease(&[("namespace", "ci"), ("leader-election-namespace", "ops")]).as_deref(),
+            Some("ops")
+        );
     }
 
     #[test]
     fn provider_selection() {
-        assert_eq!(args(AAP).validate().expect("aap").active, ProviderKind::Aap);
-        assert_eq!(args(EDA).validate().expect("eda").active, ProviderKind::Eda);
-        let both = with(AAP, EDA);
-        assert!(error(both).contains("both AAP"));
-        let mut explicit = AAP.to_vec();
-        explicit.extend_from_slice(EDA);
-        explicit.push(("provider", "aap"));
-        let c = args(&explicit).validate().expect("explicit");
+        assert_eq!(ok(AAP).active, ProviderKind::Aap);
+        assert_eq!(ok(EDA).active, ProviderKind::Eda);
+        let e = error(&with(AAP, EDA));
+        assert_eq!(e.setting(), ENV_PROVISIONING_PROVIDER);
+        assert!(e.message().starts_with("both AAP"), "{e}");
+        let c = ok(&with(&with(AAP, EDA), &[("provider", "aap")]));
         assert_eq!(c.active, ProviderKind::Aap);
         assert!(c.eda.is_some(), "the other provider reads its own jobs");
-        let e = error(args(&[]));
-        assert!(
-            e.starts_with("CLOUDKIT_PROVISIONING_PROVIDER: no provider"),
-            "{e}"
-        );
+        let c = ok(&with(&with(AAP, EDA), &[("provider", "eda")]));
+        assert_eq!(c.active, ProviderKind::Eda);
+        assert!(c.aap.is_some(), "the other provider reads its own jobs");
+        let e = error(&[]);
+        assert_eq!(e.setting(), ENV_PROVISIONING_PROVIDER);
+        assert!(e.message().starts_with("no provider"), "{e}");
         for var in [
             "CLOUDKIT_AAP_URL",
+            "CLOUDKIT_AAP_TOKEN_FILE",
             "CLOUDKIT_COMPUTE_INSTANCE_PROVISION_WEBHOOK",
         ] {
-            assert!(e.contains(var), "{e}");
+            assert!(e.message().contains(var), "{e}");
         }
-        let e = error(with(AAP, &[("provider", "tower")]));
-        assert!(
-            e.starts_with("CLOUDKIT_PROVISIONING_PROVIDER: \"tower\""),
-            "{e}"
+        let e = error(&with(AAP, &[("provider", "tower")]));
+        assert_eq!(
+            e.to_string(),
+            "CLOUDKIT_PROVISIONING_PROVIDER: \"tower\" is not a provider; use aap or eda"
         );
     }
 
     #[test]
     fn bad_settings_name_the_variable() {
-        let rows: Vec<(RunArgs, &str)> = vec![
-            (args(&AAP[1..]), "CLOUDKIT_AAP_URL"),
-            (with(&[("provider", "aap")], &[]), "CLOUDKIT_AAP_TOKEN"),
+        let rows: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (AAP[1..].to_vec(), "CLOUDKIT_AAP_URL"),
+            (vec![("provider", "aap")], "CLOUDKIT_AAP_TOKEN"),
             (
-                args(&[AAP[0], AAP[1], AAP[3]]),
+                vec![AAP[0], AAP[1], AAP[3]],
                 "CLOUDKIT_AAP_PROVISION_TEMPLATE",
             ),
             (
@@ -669,11 +705,23 @@ mod tests {
                 "CLOUDKIT_MAX_JOB_HISTORY",
             ),
             (
+                with(AAP, &[("max-job-history", "1001")]),
+                "CLOUDKIT_MAX_JOB_HISTORY",
+            ),
+            (
                 with(AAP, &[("provision-retry-limit", "-1")]),
                 "CLOUDKIT_PROVISION_RETRY_LIMIT",
             ),
             (
+                with(AAP, &[("provision-retry-limit", "101")]),
+                "CLOUDKIT_PROVISION_RETRY_LIMIT",
+            ),
+            (
                 with(AAP, &[("max-concurrent-reconciles", "0")]),
+                "CLOUDKIT_MAX_CONCURRENT_RECONCILES",
+            ),
+            (
+                with(AAP, &[("max-concurrent-reconciles", "65536")]),
                 "CLOUDKIT_MAX_CONCURRENT_RECONCILES",
             ),
             (
@@ -705,39 +753,83 @@ mod tests {
                 "CLOUDKIT_EDA_PROVISION_GRACE",
             ),
             (
-                args(&EDA[..1]),
+                EDA[..1].to_vec(),
                 "CLOUDKIT_COMPUTE_INSTANCE_DEPROVISION_WEBHOOK",
+            ),
+            (
+                with(&EDA[..1], &[("deprovision-webhook", "ftp://eda/d")]),
+                "CLOUDKIT_COMPUTE_INSTANCE_DEPROVISION_WEBHOOK",
+            ),
+            (
+                with(EDA, &[("eda-token", "two words")]),
+                "CLOUDKIT_EDA_TOKEN",
             ),
             (
                 with(EDA, &[("minimum-request-interval", "5")]),
                 "CLOUDKIT_MINIMUM_REQUEST_INTERVAL",
             ),
         ];
-        for (a, var) in rows {
-            let e = error(a);
-            assert!(e.starts_with(&format!("{var}: ")), "want {var}: got {e}");
-            assert!(!e.contains('\n'), "one line: {e}");
-            assert!(!e.contains("t0ken"), "no secret: {e}");
+        for (pairs, var) in rows {
+            let e = error(&pairs);
+            assert_eq!(e.setting(), var, "{pairs:?}: {e}");
+            let line = e.to_string();
+            assert!(line.starts_with(&format!("{var}: ")), "{line}");
+            assert!(!line.contains('\n'), "one line: {line}");
+            assert!(
+                !line.contains("t0ken") && !line.contains("two words"),
+                "{line}"
+            );
         }
     }
 
     #[test]
+    fn only_refused_values_are_setting_errors() {
+        for argv in [
+            vec!["cloudkit-operator", "--help"],
+            vec!["cloudkit-operator", "--no-such-flag"],
+            vec!["cloudkit-operator", "--log-format=xml"],
+        ] {
+            let e = Cli::try_parse_from(&argv).expect_err("clap's own error");
+            assert!(setting_error(&e).is_none(), "{argv:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn crd_needs_no_valid_setting() {
+        let crd = |argv: &[&str]| asks_for_crd(argv.iter().copied());
+        assert!(crd(&["cloudkit-operator", "crd"]));
+        assert!(crd(&["cloudkit-operator", "--max-job-history=lots", "crd"]));
+        assert!(crd(&["cloudkit-operator", "crd", "--log-format=xml"]));
+        assert!(!crd(&["cloudkit-operator", "--max-job-history=lots"]));
+        assert!(!crd(&["cloudkit-operator", "--namespace", "crd"]));
+        assert!(!crd(&["cloudkit-operator", "run", "--http-address=x"]));
+    }
+
+    #[test]
     fn unreadable_token_file_names_the_variable_and_path() {
-        let e = error(with(
+        let e = error(&with(
             &[AAP[0], AAP[2], AAP[3]],
             &[("aap-token-file", "/nonexistent/token")],
         ));
-        assert!(e.starts_with("CLOUDKIT_AAP_TOKEN_FILE: "), "{e}");
-        assert!(e.contains("/nonexistent/token"), "{e}");
+        assert_eq!(e.setting(), "CLOUDKIT_AAP_TOKEN_FILE");
+        assert!(e.message().contains("/nonexistent/token"), "{e}");
     }
 
     #[test]
     fn defaults() {
-        let c = args(AAP).validate().expect("defaults");
+        let c = ok(AAP);
         assert_eq!(c.history_limit, 10);
         assert_eq!(c.retry_limit, 3);
         assert_eq!(c.poll_interval, Duration::from_secs(30));
         assert_eq!(c.eda_grace, Duration::from_secs(300));
         assert_eq!(c.concurrency, 16);
+        assert_eq!(c.http_address, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert!(c.aap.as_ref().is_some_and(|a| !a.insecure_skip_verify()));
+        assert!(c.eda.is_none());
+        let c = ok(EDA);
+        assert_eq!(
+            c.eda.map(|e| e.minimum_request_interval),
+            Some(Duration::ZERO)
+        );
     }
 }

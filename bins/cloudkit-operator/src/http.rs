@@ -12,6 +12,8 @@ use axum::routing::get;
 use cloudkit_reconciler::Metrics;
 use tokio::net::TcpListener;
 
+use crate::config::ENV_HTTP_ADDRESS;
+
 #[derive(Clone)]
 struct AppState {
     metrics: Arc<Metrics>,
@@ -27,7 +29,7 @@ pub async fn serve(
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(address)
         .await
-        .map_err(|e| anyhow::anyhow!("CLOUDKIT_HTTP_ADDRESS: cannot listen on {address}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("{ENV_HTTP_ADDRESS}: cannot listen on {address}: {e}"))?;
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))

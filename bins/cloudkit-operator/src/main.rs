@@ -3,6 +3,7 @@
 
 mod config;
 mod http;
+mod leader;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -22,18 +23,19 @@ use tracing::{error, info};
 use crate::config::{Cli, Command, LogFormat, RunArgs, RunConfig};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match cli.command {
-        Some(Command::Crd) => match cloudkit_api::crd_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => match config::setting_error(&e) {
+            Some(_) if config::asks_for_crd(std::env::args_os()) => return print_crd(),
+            Some(setting) => {
+                eprintln!("error: {setting}");
+                return ExitCode::from(2);
             }
-            Err(e) => {
-                eprintln!("error: cannot render the CRD: {e}");
-                ExitCode::FAILURE
-            }
+            None => e.exit(),
         },
+    };
+    match cli.command {
+        Some(Command::Crd) => print_crd(),
         Some(Command::Run) | None => {
             init_logging(cli.run.log_format);
             let config = match cli.run.validate() {
@@ -58,6 +60,19 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+fn print_crd() -> ExitCode {
+    match cloudkit_api::crd_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot render the CRD: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -93,14 +108,12 @@ fn registry(config: &RunConfig) -> anyhow::Result<ProviderRegistry> {
         .aap
         .as_ref()
         .map(|c| AapProvider::new(c).map(|p| Arc::new(p) as Arc<dyn Provider>))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{}: {}", e.setting(), e.message()))?;
+        .transpose()?;
     let eda = config
         .eda
         .clone()
         .map(|c| EdaProvider::new(c).map(|p| Arc::new(p) as Arc<dyn Provider>))
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .transpose()?;
     let (active, reader) = match config.active {
         cloudkit_api::ProviderKind::Aap => (aap, eda),
         cloudkit_api::ProviderKind::Eda => (eda, aap),
@@ -162,53 +175,32 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         "starting controller"
     );
 
-    let mut leadership = None;
-    if args.leader_elect {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(|| args.namespace.clone())
-            .unwrap_or_else(|| client.default_namespace().to_string());
-        let identity = lease_identity();
-        let manager = kube_lease_manager::LeaseManagerBuilder::new(
-            client.clone(),
-            &args.leader_election_lease,
-        )
-        .with_namespace(namespace)
-        .with_identity(identity.clone())
-        .with_duration(config.lease_duration_secs)
-        .with_grace(config.lease_grace_secs)
-        .build()
-        .await?;
-        let (mut is_leader, task) = manager.watch().await;
-        ready.store(true, Ordering::Relaxed);
-        info!(lease = %args.leader_election_lease, %identity, "waiting for leadership");
-        let mut stop = stop_rx.clone();
-        let leader = tokio::select! {
-            r = is_leader.wait_for(|l| *l) => { r?; true }
-            _ = stop.wait_for(|s| *s) => false,
-        };
-        if !leader {
-            drop(is_leader);
-            let _ = task.await;
-            let _ = http.await;
-            return Ok(());
+    let leadership = match &config.leader_election {
+        Some(lease) => {
+            let candidate = leader::Candidate::join(client.clone(), lease).await?;
+            // A standby is ready: it serves its probes while it waits for the Lease.
+            ready.store(true, Ordering::Relaxed);
+            match candidate.lead(stop_rx.clone()).await? {
+                Some(leadership) => Some(leadership),
+                None => {
+                    let _ = http.await;
+                    return Ok(());
+                }
+            }
         }
-        info!("acquired leadership");
-        leadership = Some((is_leader, task));
-    }
+        None => None,
+    };
 
     ready.store(true, Ordering::Relaxed);
     let shutdown = {
-        let stop = stop_rx.clone();
-        let lost = leadership.as_ref().map(|(rx, _)| rx.clone());
+        let stop = stopped(stop_rx.clone());
+        let lost = leadership.as_ref().map(leader::Leadership::lost);
         async move {
-            let stop = stopped(stop);
             match lost {
-                Some(mut lost) => {
+                Some(lost) => {
                     tokio::select! {
                         _ = stop => {}
-                        _ = lost.wait_for(|l| !*l) => { error!("lost leadership; stopping"); }
+                        _ = lost => {}
                     }
                 }
                 None => stop.await,
@@ -216,23 +208,12 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         }
     };
     cloudkit_reconciler::run(ctx, api, config.concurrency, shutdown).await;
-    if let Some((rx, task)) = leadership {
-        drop(rx);
-        let _ = task.await;
+    if let Some(leadership) = leadership {
+        leadership.release().await;
     }
     let _ = http.await;
     info!("stopped");
     Ok(())
-}
-
-/// The Lease holder identity: the pod name (`HOSTNAME` in a pod) and the process id, so that
-/// `kubectl get lease` tells which replica leads.
-fn lease_identity() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .filter(|h| !h.trim().is_empty())
-        .unwrap_or_else(|| "cloudkit-operator".to_string());
-    format!("{}-{}", host.trim(), std::process::id())
 }
 
 async fn wait_for_signal() {

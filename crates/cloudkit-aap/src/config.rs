@@ -5,6 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use cloudkit_provider::Secret;
+/// The error of every AAP setting; it names the setting by its environment variable.
+pub use cloudkit_provider::settings::ConfigError;
 use url::Url;
 
 /// Env var of the API base URL.
@@ -23,40 +25,13 @@ pub const ENV_STATUS_POLL_INTERVAL: &str = "CLOUDKIT_AAP_STATUS_POLL_INTERVAL";
 pub const ENV_INSECURE_SKIP_VERIFY: &str = "CLOUDKIT_AAP_INSECURE_SKIP_VERIFY";
 /// Env var of a PEM file with extra CA certificates.
 pub const ENV_CA_FILE: &str = "CLOUDKIT_AAP_CA_FILE";
+/// Env var of the limit on one HTTP request.
+pub const ENV_REQUEST_TIMEOUT: &str = "CLOUDKIT_AAP_REQUEST_TIMEOUT";
 
 /// Default interval between two polls of a running job.
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(30);
 /// Default limit on the duration of one HTTP request, body included.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A setting of the AAP provider is missing or invalid. The message names the setting by its
-/// environment variable, so an operator user knows what to fix.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{setting}: {message}")]
-pub struct ConfigError {
-    setting: &'static str,
-    message: String,
-}
-
-impl ConfigError {
-    /// An error about `setting` (an env var name such as [`ENV_URL`]).
-    pub fn new(setting: &'static str, message: impl Into<String>) -> Self {
-        ConfigError {
-            setting,
-            message: message.into(),
-        }
-    }
-
-    /// The env var name of the setting that is wrong.
-    pub fn setting(&self) -> &'static str {
-        self.setting
-    }
-
-    /// What is wrong with it.
-    pub fn message(&self) -> &str {
-        &self.message
-    }
-}
 
 /// Configuration of the AAP controller client and provider.
 ///
@@ -177,7 +152,7 @@ impl AapConfig {
     pub fn with_request_timeout(mut self, timeout: Duration) -> Result<Self, ConfigError> {
         if timeout.is_zero() {
             return Err(ConfigError::new(
-                "AAP request timeout",
+                ENV_REQUEST_TIMEOUT,
                 "must be greater than zero",
             ));
         }

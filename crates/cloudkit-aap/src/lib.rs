@@ -66,6 +66,7 @@ pub use client::{
 pub use config::{
     AapConfig, ConfigError, DEFAULT_POLL_INTERVAL, DEFAULT_REQUEST_TIMEOUT, ENV_CA_FILE,
     ENV_DEPROVISION_TEMPLATE, ENV_INSECURE_SKIP_VERIFY, ENV_PROVISION_TEMPLATE,
-    ENV_STATUS_POLL_INTERVAL, ENV_TOKEN, ENV_TOKEN_FILE, ENV_URL, read_ca_file, read_token_file,
+    ENV_REQUEST_TIMEOUT, ENV_STATUS_POLL_INTERVAL, ENV_TOKEN, ENV_TOKEN_FILE, ENV_URL,
+    read_ca_file, read_token_file,
 };
 pub use provider::{AapProvider, launch_extra_vars, map_status, observe};

@@ -150,7 +150,12 @@ fn optional_settings() {
         .unwrap();
     assert_eq!(c.poll_interval(), Duration::from_millis(2500));
 
-    assert!(base().with_request_timeout(Duration::ZERO).is_err());
+    let err = base().with_request_timeout(Duration::ZERO).unwrap_err();
+    assert_eq!(err.setting(), ENV_REQUEST_TIMEOUT);
+    assert_eq!(
+        err.to_string(),
+        "CLOUDKIT_AAP_REQUEST_TIMEOUT: must be greater than zero"
+    );
     let c = base().with_request_timeout(Duration::from_secs(3)).unwrap();
     assert_eq!(c.request_timeout(), Duration::from_secs(3));
 

@@ -15,7 +15,7 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 10;
 pub const MAX_HISTORY_LIMIT: usize = 1000;
 
 /// Name of the environment variable that sets the history limit.
-pub const HISTORY_LIMIT_ENV: &str = "CLOUDKIT_MAX_JOB_HISTORY";
+pub const ENV_MAX_JOB_HISTORY: &str = "CLOUDKIT_MAX_JOB_HISTORY";
 
 /// The latest job of `job_type`: the greatest `timestamp`; on equal timestamps the entry later in
 /// the slice wins, because entries are appended in the order they were started.
@@ -149,7 +149,7 @@ pub fn eda_job_number(job_id: &str) -> Option<u64> {
 /// A bad value for `CLOUDKIT_MAX_JOB_HISTORY`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{HISTORY_LIMIT_ENV}={value:?} is invalid: expected a whole number from 1 to {MAX_HISTORY_LIMIT}"
+    "{ENV_MAX_JOB_HISTORY}={value:?} is invalid: expected a whole number from 1 to {MAX_HISTORY_LIMIT}"
 )]
 pub struct HistoryLimitError {
     /// The rejected value.

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use cloudkit_api::history::{
-    HISTORY_LIMIT_ENV, MAX_HISTORY_LIMIT, append_job, eda_job_number, find_job, latest_index,
+    ENV_MAX_JOB_HISTORY, MAX_HISTORY_LIMIT, append_job, eda_job_number, find_job, latest_index,
     latest_job, next_eda_job_id, parse_history_limit, trim_history, update_job,
 };
 use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType};
@@ -445,7 +445,7 @@ proptest! {
             (Ok(n), Some(w)) => prop_assert_eq!(n, w),
             (Err(e), None) => {
                 let text = e.to_string();
-                prop_assert!(text.contains(HISTORY_LIMIT_ENV) && text.contains(&format!("{raw:?}")), "{}", text);
+                prop_assert!(text.contains(ENV_MAX_JOB_HISTORY) && text.contains(&format!("{raw:?}")), "{}", text);
             }
             (got, want) => prop_assert!(false, "{:?}: got {:?}, want {:?}", raw, got, want),
         }

@@ -13,7 +13,7 @@ use sha2::Sha256;
 use url::Url;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{EdaConfig, EdaConfigError, HMAC_SECRET_ENV, TOKEN_ENV, Webhook};
+use crate::config::{ConfigError, ENV_HMAC_SECRET, ENV_TOKEN, EdaConfig, Webhook};
 use crate::rate_limit::{Key, RateLimiter};
 
 /// Header carrying the body signature, as the ansible-rulebook webhook source expects by default
@@ -70,12 +70,12 @@ pub struct EdaClient {
 
 impl EdaClient {
     /// A client using the real clock for the rate limit.
-    pub fn new(config: EdaConfig) -> Result<Self, EdaConfigError> {
+    pub fn new(config: EdaConfig) -> Result<Self, ConfigError> {
         Self::with_clock(config, Arc::new(SystemClock))
     }
 
     /// A client whose rate limit reads time from `clock`.
-    pub fn with_clock(config: EdaConfig, clock: Arc<dyn Clock>) -> Result<Self, EdaConfigError> {
+    pub fn with_clock(config: EdaConfig, clock: Arc<dyn Clock>) -> Result<Self, ConfigError> {
         config.validate()?;
         // Redirects are not followed: a redirected POST turns into a GET and loses the event,
         // so a 3xx answer is reported as the misconfiguration it is.
@@ -83,7 +83,12 @@ impl EdaClient {
             .timeout(config.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| EdaConfigError::Client(e.without_url().to_string()))?;
+            .map_err(|e| {
+                ConfigError::new(
+                    "EDA HTTP client",
+                    format!("cannot be built: {}", e.without_url()),
+                )
+            })?;
         let limiter = Arc::new(RateLimiter::new(config.minimum_request_interval, clock));
         Ok(EdaClient {
             config: Arc::new(config),
@@ -227,7 +232,7 @@ impl Target<'_> {
         };
         match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderError::Auth(with_body(
-                format!("{answered} (check {TOKEN_ENV} and {HMAC_SECRET_ENV})"),
+                format!("{answered} (check {ENV_TOKEN} and {ENV_HMAC_SECRET})"),
             )),
             StatusCode::NOT_FOUND => ProviderError::Configuration(with_body(format!(
                 "{answered} (check {})",

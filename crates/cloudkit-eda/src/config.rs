@@ -5,19 +5,22 @@ use std::fmt;
 use std::time::Duration;
 
 use cloudkit_provider::Secret;
+/// The error of every EDA setting; it names the setting to fix and never repeats a credential
+/// or a full URL (which may carry one).
+pub use cloudkit_provider::settings::ConfigError;
 use url::Url;
 
 /// Environment variable holding the provision webhook URL.
-pub const PROVISION_WEBHOOK_ENV: &str = "CLOUDKIT_COMPUTE_INSTANCE_PROVISION_WEBHOOK";
+pub const ENV_PROVISION_WEBHOOK: &str = "CLOUDKIT_COMPUTE_INSTANCE_PROVISION_WEBHOOK";
 /// Environment variable holding the deprovision webhook URL.
-pub const DEPROVISION_WEBHOOK_ENV: &str = "CLOUDKIT_COMPUTE_INSTANCE_DEPROVISION_WEBHOOK";
+pub const ENV_DEPROVISION_WEBHOOK: &str = "CLOUDKIT_COMPUTE_INSTANCE_DEPROVISION_WEBHOOK";
 /// Environment variable holding the optional Bearer token.
-pub const TOKEN_ENV: &str = "CLOUDKIT_EDA_TOKEN";
+pub const ENV_TOKEN: &str = "CLOUDKIT_EDA_TOKEN";
 /// Environment variable holding the optional HMAC secret.
-pub const HMAC_SECRET_ENV: &str = "CLOUDKIT_EDA_HMAC_SECRET";
+pub const ENV_HMAC_SECRET: &str = "CLOUDKIT_EDA_HMAC_SECRET";
 /// Environment variable holding the minimum interval between two triggers for the same CI and
 /// webhook.
-pub const MINIMUM_REQUEST_INTERVAL_ENV: &str = "CLOUDKIT_MINIMUM_REQUEST_INTERVAL";
+pub const ENV_MINIMUM_REQUEST_INTERVAL: &str = "CLOUDKIT_MINIMUM_REQUEST_INTERVAL";
 
 /// Default for [`EdaConfig::request_timeout`].
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -43,8 +46,8 @@ impl Webhook {
     /// The environment variable that configures this webhook's URL.
     pub fn env_var(self) -> &'static str {
         match self {
-            Webhook::Provision => PROVISION_WEBHOOK_ENV,
-            Webhook::Deprovision => DEPROVISION_WEBHOOK_ENV,
+            Webhook::Provision => ENV_PROVISION_WEBHOOK,
+            Webhook::Deprovision => ENV_DEPROVISION_WEBHOOK,
         }
     }
 }
@@ -55,42 +58,9 @@ impl fmt::Display for Webhook {
     }
 }
 
-/// A configuration the EDA provider cannot work with. Every message names the setting to fix and
-/// never repeats a credential or a full URL (which may carry one).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum EdaConfigError {
-    /// A webhook URL is empty.
-    #[error("{var} is required with the eda provider")]
-    MissingWebhook {
-        /// The variable to set.
-        var: &'static str,
-    },
-    /// A webhook URL does not parse or is not an absolute http(s) URL with a host.
-    #[error("{var} must be an absolute http or https URL: {reason}")]
-    InvalidWebhook {
-        /// The variable to fix.
-        var: &'static str,
-        /// What is wrong with it.
-        reason: String,
-    },
-    /// A credential is set but empty.
-    #[error("{var} is set but empty; unset it or give it a value")]
-    EmptySecret {
-        /// The variable to fix.
-        var: &'static str,
-    },
-    /// The token cannot be sent as `Authorization: Bearer <token>`.
-    #[error(
-        "{TOKEN_ENV} must not contain whitespace or control characters (a trailing newline from a file?)"
-    )]
-    InvalidToken,
-    /// The request timeout is zero.
-    #[error("the EDA request timeout must be greater than zero")]
-    ZeroTimeout,
-    /// The HTTP client could not be built (for example, no TLS backend).
-    #[error("cannot build the EDA HTTP client: {0}")]
-    Client(String),
-}
+/// Name of the request timeout in errors: only an embedding program sets it, so it has no
+/// environment variable.
+const REQUEST_TIMEOUT_SETTING: &str = "EDA request timeout";
 
 /// Settings of the EDA provider.
 ///
@@ -119,10 +89,10 @@ impl EdaConfig {
     /// A configuration with both webhook URLs, no credentials, no rate limit and the default
     /// timeout. Fails, naming the variable, when a URL is empty, does not parse or is not an
     /// absolute http(s) URL with a host.
-    pub fn new(provision_webhook: &str, deprovision_webhook: &str) -> Result<Self, EdaConfigError> {
+    pub fn new(provision_webhook: &str, deprovision_webhook: &str) -> Result<Self, ConfigError> {
         Ok(EdaConfig {
-            provision_webhook: parse_webhook(provision_webhook, PROVISION_WEBHOOK_ENV)?,
-            deprovision_webhook: parse_webhook(deprovision_webhook, DEPROVISION_WEBHOOK_ENV)?,
+            provision_webhook: parse_webhook(provision_webhook, ENV_PROVISION_WEBHOOK)?,
+            deprovision_webhook: parse_webhook(deprovision_webhook, ENV_DEPROVISION_WEBHOOK)?,
             token: None,
             hmac_secret: None,
             minimum_request_interval: Duration::ZERO,
@@ -163,28 +133,32 @@ impl EdaConfig {
     }
 
     /// Checks every field; the first problem found is returned.
-    pub fn validate(&self) -> Result<(), EdaConfigError> {
-        check_webhook(&self.provision_webhook, PROVISION_WEBHOOK_ENV)?;
-        check_webhook(&self.deprovision_webhook, DEPROVISION_WEBHOOK_ENV)?;
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_webhook(&self.provision_webhook, ENV_PROVISION_WEBHOOK)?;
+        check_webhook(&self.deprovision_webhook, ENV_DEPROVISION_WEBHOOK)?;
         if let Some(token) = &self.token {
             if token.is_empty() {
-                return Err(EdaConfigError::EmptySecret { var: TOKEN_ENV });
+                return Err(empty_secret(ENV_TOKEN));
             }
             if token
                 .expose()
                 .chars()
                 .any(|c| c.is_whitespace() || c.is_control())
             {
-                return Err(EdaConfigError::InvalidToken);
+                return Err(ConfigError::new(
+                    ENV_TOKEN,
+                    "must not contain whitespace or control characters (a trailing newline from a file?)",
+                ));
             }
         }
         if self.hmac_secret.as_ref().is_some_and(Secret::is_empty) {
-            return Err(EdaConfigError::EmptySecret {
-                var: HMAC_SECRET_ENV,
-            });
+            return Err(empty_secret(ENV_HMAC_SECRET));
         }
         if self.request_timeout.is_zero() {
-            return Err(EdaConfigError::ZeroTimeout);
+            return Err(ConfigError::new(
+                REQUEST_TIMEOUT_SETTING,
+                "must be greater than zero",
+            ));
         }
         Ok(())
     }
@@ -231,29 +205,36 @@ impl fmt::Debug for SafeUrl<'_> {
     }
 }
 
-fn parse_webhook(raw: &str, var: &'static str) -> Result<Url, EdaConfigError> {
+fn parse_webhook(raw: &str, var: &'static str) -> Result<Url, ConfigError> {
     let raw = raw.trim();
     if raw.is_empty() {
-        return Err(EdaConfigError::MissingWebhook { var });
+        return Err(ConfigError::new(var, "is required with the eda provider"));
     }
-    let url = Url::parse(raw).map_err(|e| EdaConfigError::InvalidWebhook {
-        var,
-        reason: e.to_string(),
-    })?;
+    let url = Url::parse(raw).map_err(|e| invalid_webhook(var, e.to_string()))?;
     check_webhook(&url, var)?;
     Ok(url)
 }
 
-fn check_webhook(url: &Url, var: &'static str) -> Result<(), EdaConfigError> {
-    let invalid = |reason: String| EdaConfigError::InvalidWebhook { var, reason };
+fn check_webhook(url: &Url, var: &'static str) -> Result<(), ConfigError> {
     match url.scheme() {
         "http" | "https" => {}
-        other => return Err(invalid(format!("the scheme is {other:?}"))),
+        other => return Err(invalid_webhook(var, format!("the scheme is {other:?}"))),
     }
     if url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid("there is no host".into()));
+        return Err(invalid_webhook(var, "there is no host".into()));
     }
     Ok(())
+}
+
+fn invalid_webhook(var: &'static str, reason: String) -> ConfigError {
+    ConfigError::new(
+        var,
+        format!("must be an absolute http or https URL: {reason}"),
+    )
+}
+
+fn empty_secret(var: &'static str) -> ConfigError {
+    ConfigError::new(var, "is set but empty; unset it or give it a value")
 }
 
 #[cfg(test)]
@@ -269,25 +250,27 @@ mod tests {
         let rows: [(&str, &str, Result<(), &str>); 9] = [
             (PROV, DEPROV, Ok(())),
             (" https://h/p ", "http://h:1/", Ok(())),
-            ("", DEPROV, Err(PROVISION_WEBHOOK_ENV)),
-            (PROV, "  ", Err(DEPROVISION_WEBHOOK_ENV)),
+            ("", DEPROV, Err(ENV_PROVISION_WEBHOOK)),
+            (PROV, "  ", Err(ENV_DEPROVISION_WEBHOOK)),
             (
                 "eda.example.com/provision",
                 DEPROV,
-                Err(PROVISION_WEBHOOK_ENV),
+                Err(ENV_PROVISION_WEBHOOK),
             ),
-            ("ftp://h/p", DEPROV, Err(PROVISION_WEBHOOK_ENV)),
-            (PROV, "file:///etc/passwd", Err(DEPROVISION_WEBHOOK_ENV)),
-            (PROV, "mailto:ops@example.com", Err(DEPROVISION_WEBHOOK_ENV)),
-            (PROV, "https://[::1/", Err(DEPROVISION_WEBHOOK_ENV)),
+            ("ftp://h/p", DEPROV, Err(ENV_PROVISION_WEBHOOK)),
+            (PROV, "file:///etc/passwd", Err(ENV_DEPROVISION_WEBHOOK)),
+            (PROV, "mailto:ops@example.com", Err(ENV_DEPROVISION_WEBHOOK)),
+            (PROV, "https://[::1/", Err(ENV_DEPROVISION_WEBHOOK)),
         ];
         for (p, d, want) in rows {
             let got = EdaConfig::new(p, d);
             match want {
                 Ok(()) => assert!(got.is_ok(), "{p:?} {d:?}: {got:?}"),
                 Err(var) => {
-                    let msg = got.err().map(|e| e.to_string()).unwrap_or_default();
-                    assert!(msg.starts_with(var), "{p:?} {d:?}: {msg}");
+                    let err = got.expect_err(p);
+                    assert_eq!(err.setting(), var, "{p:?} {d:?}: {err}");
+                    let msg = err.to_string();
+                    assert!(msg.starts_with(&format!("{var}: ")), "{msg}");
                     assert!(!msg.contains('\n'), "{msg}");
                 }
             }
@@ -320,23 +303,27 @@ mod tests {
                 base().with_hmac_secret(Secret::new("a secret with spaces")),
                 None,
             ),
-            (base().with_token(Secret::new("")), Some(TOKEN_ENV)),
-            (base().with_token(Secret::new("tok\n")), Some(TOKEN_ENV)),
-            (base().with_token(Secret::new("to k")), Some(TOKEN_ENV)),
+            (base().with_token(Secret::new("")), Some(ENV_TOKEN)),
+            (base().with_token(Secret::new("tok\n")), Some(ENV_TOKEN)),
+            (base().with_token(Secret::new("to k")), Some(ENV_TOKEN)),
             (
                 base().with_hmac_secret(Secret::new("")),
-                Some(HMAC_SECRET_ENV),
+                Some(ENV_HMAC_SECRET),
             ),
-            (base().with_request_timeout(Duration::ZERO), Some("timeout")),
-            (bad_scheme, Some(DEPROVISION_WEBHOOK_ENV)),
+            (
+                base().with_request_timeout(Duration::ZERO),
+                Some(REQUEST_TIMEOUT_SETTING),
+            ),
+            (bad_scheme, Some(ENV_DEPROVISION_WEBHOOK)),
         ];
         for (config, want) in rows {
             let got = config.validate();
             match want {
                 None => assert!(got.is_ok(), "{config:?}: {got:?}"),
-                Some(needle) => {
-                    let msg = got.err().map(|e| e.to_string()).unwrap_or_default();
-                    assert!(msg.contains(needle), "{config:?}: {msg}");
+                Some(setting) => {
+                    let err = got.expect_err(setting);
+                    assert_eq!(err.setting(), setting, "{config:?}: {err}");
+                    let msg = err.to_string();
                     assert!(!msg.contains("tok\n") && !msg.contains("to k"), "{msg}");
                 }
             }

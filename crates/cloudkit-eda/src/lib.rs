@@ -42,11 +42,12 @@
 //!
 //! // Configuration errors name the variable to fix.
 //! let err = EdaConfig::new("", "https://eda.example.com/d").unwrap_err();
+//! assert_eq!(err.setting(), cloudkit_eda::ENV_PROVISION_WEBHOOK);
 //! assert_eq!(
 //!     err.to_string(),
-//!     "CLOUDKIT_COMPUTE_INSTANCE_PROVISION_WEBHOOK is required with the eda provider"
+//!     "CLOUDKIT_COMPUTE_INSTANCE_PROVISION_WEBHOOK: is required with the eda provider"
 //! );
-//! # Ok::<(), cloudkit_eda::EdaConfigError>(())
+//! # Ok::<(), cloudkit_eda::ConfigError>(())
 //! ```
 //!
 //! Tests inject a [`ManualClock`] with [`EdaClient::with_clock`] to check the rate limit
@@ -63,7 +64,7 @@ pub use client::{
 };
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{
-    DEFAULT_REQUEST_TIMEOUT, DEPROVISION_WEBHOOK_ENV, EdaConfig, EdaConfigError, HMAC_SECRET_ENV,
-    MINIMUM_REQUEST_INTERVAL_ENV, PROVISION_WEBHOOK_ENV, TOKEN_ENV, Webhook,
+    ConfigError, DEFAULT_REQUEST_TIMEOUT, ENV_DEPROVISION_WEBHOOK, ENV_HMAC_SECRET,
+    ENV_MINIMUM_REQUEST_INTERVAL, ENV_PROVISION_WEBHOOK, ENV_TOKEN, EdaConfig, Webhook,
 };
 pub use provider::{ACCEPTED_MESSAGE, EdaProvider, reported_config_versions};

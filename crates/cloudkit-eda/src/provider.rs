@@ -9,7 +9,7 @@ use cloudkit_provider::{
 };
 
 use crate::client::EdaClient;
-use crate::config::{EdaConfig, EdaConfigError, Webhook};
+use crate::config::{ConfigError, EdaConfig, Webhook};
 
 /// Message of a job right after its trigger was accepted.
 pub const ACCEPTED_MESSAGE: &str =
@@ -31,7 +31,7 @@ pub struct EdaProvider {
 
 impl EdaProvider {
     /// A provider with its own client (real clock).
-    pub fn new(config: EdaConfig) -> Result<Self, EdaConfigError> {
+    pub fn new(config: EdaConfig) -> Result<Self, ConfigError> {
         Ok(Self::with_client(EdaClient::new(config)?))
     }
 

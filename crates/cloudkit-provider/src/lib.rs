@@ -39,6 +39,7 @@
 mod error;
 mod registry;
 mod secret;
+pub mod settings;
 
 use std::fmt::Debug;
 use std::time::Duration;

@@ -606,40 +606,14 @@ fn default_organization() -> String {
     DEFAULT_ORGANIZATION.to_owned()
 }
 
-/// Parses durations such as `250ms`, `1.5s`, `2m`, `1m30s`, `1h`; a bare number is seconds.
+/// Parses durations such as `250ms`, `1.5s`, `2m`, `1m30s`, `1h`: the operator's Go syntax
+/// ([`cloudkit_provider::settings::parse_go_duration`]), plus a bare number of seconds.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let s = text.trim();
-    if s.is_empty() {
-        return Err("empty duration".to_owned());
-    }
     if let Ok(secs) = s.parse::<f64>() {
         return secs_to_duration(secs).ok_or_else(|| format!("invalid duration {text:?}"));
     }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(|| format!("duration {text:?} lacks a unit (ms, s, m, h)"))?;
-        let (num, tail) = rest.split_at(num_end);
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let value: f64 = num
-            .parse()
-            .map_err(|_| format!("invalid number in duration {text:?}"))?;
-        let factor = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!("unknown unit {unit:?} in duration {text:?}")),
-        };
-        total += value * factor;
-        rest = tail;
-    }
-    secs_to_duration(total).ok_or_else(|| format!("invalid duration {text:?}"))
+    cloudkit_provider::settings::parse_go_duration(s).map_err(|e| e.to_string())
 }
 
 pub(crate) fn secs_to_duration(secs: f64) -> Option<Duration> {

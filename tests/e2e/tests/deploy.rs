@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{deploy_document, workspace_root, yaml_documents};
+use common::{deploy_document, operator_binary, workspace_root, yaml_documents};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 
@@ -89,15 +89,23 @@ fn deployment_probes_security_and_configuration() {
     );
 }
 
-/// Every `CLOUDKIT_*` variable of the operator, from its command line definition.
+/// Every `CLOUDKIT_*` variable of the operator, from the `[env: ...]` notes of its `--help`.
 fn operator_variables() -> BTreeSet<String> {
-    let source = read("bins/cloudkit-operator/src/config.rs");
-    source
-        .split("env = \"")
+    let out = std::process::Command::new(operator_binary())
+        .arg("--help")
+        .env_clear()
+        .output()
+        .expect("cloudkit-operator --help");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .split("[env: ")
         .skip(1)
-        .filter_map(|rest| rest.split('"').next())
+        .map(|rest| {
+            rest.chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        })
         .filter(|v| v.starts_with("CLOUDKIT_") || *v == "KUBECONFIG")
-        .map(str::to_string)
         .collect()
 }
 
