@@ -1,8 +1,5 @@
 //! SPEC 7 scenarios 1, 4, 6, 7 and 8 against a real API server and the AWX simulator acting as
 //! the playbooks. Every assertion reads the status persisted by the API server.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
@@ -11,7 +8,9 @@ use cloudkit_api::metadata::*;
 use cloudkit_api::{ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind, config_version};
 use cloudkit_provider::ProviderRegistry;
 use cloudkit_reconciler::{Settings, find_condition};
-use common::*;
+use cloudkit_test_support::*;
+
+use crate::harness::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 fn spec() -> ComputeInstanceSpec {
@@ -178,31 +177,16 @@ async fn delete_during_provision_cancels_then_deprovisions_once() {
     );
 
     // Never both at once: the deprovision job started after the provision job finished.
-    let client = reqwest::Client::new();
-    let job = |path: String| {
-        let client = client.clone();
-        async move {
-            client
-                .get(path)
-                .bearer_auth(SIM_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let provision = job(format!("{}/v2/jobs/{provision_id}/", sim.api_url())).await;
+    let provision = sim_job(&sim, &provision_id).await;
     let deprovision_id = latest(&last, JobType::Deprovision)
         .map(|j| j.job_id)
         .unwrap_or_default();
     let deprovision = if deprovision_id.is_empty() {
         // The CI went before its last status was seen: find the job at the simulator.
-        let list = job(format!("{}/v2/jobs/?order_by=-id", sim.api_url())).await;
+        let list = sim_get(&sim, "v2/jobs/?order_by=-id").await;
         list["results"][0].clone()
     } else {
-        job(format!("{}/v2/jobs/{deprovision_id}/", sim.api_url())).await
+        sim_job(&sim, &deprovision_id).await
     };
     assert_eq!(provision["status"], "canceled");
     let finished = provision["finished"]
@@ -407,8 +391,8 @@ async fn spec_change_reprovisions_once_and_restart_request_does_not() {
         serde_json::json!({"spec": {"restartRequestedAt": now}}),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ci = api.get("vm-8").await.unwrap();
+    // Evidence that a pass saw the restart request before asserting it launched nothing.
+    let ci = wait_observed(&api, "vm-8", Some(&sim)).await;
     assert_eq!(
         sim.simulator().stats().launches,
         1,
