@@ -19,15 +19,6 @@ use cloudkit_api::{
 use cloudkit_test_support::*;
 use serde_json::json;
 
-fn phase(ci: &ComputeInstance) -> Option<Phase> {
-    ci.status.as_ref().and_then(|s| s.phase)
-}
-
-fn running_and_provisioned(ci: &ComputeInstance) -> bool {
-    phase(ci) == Some(Phase::Running)
-        && latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Succeeded)
-}
-
 /// The configuration of the current spec is applied: the operator computed it, a provision job
 /// launched for it succeeded and the automation reported it.
 fn current_config_applied(ci: &ComputeInstance) -> bool {

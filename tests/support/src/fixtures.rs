@@ -173,6 +173,13 @@ pub fn phase(ci: &ComputeInstance) -> Option<Phase> {
     ci.status.as_ref().and_then(|s| s.phase)
 }
 
+/// Phase Running with a succeeded latest provision job.
+pub fn running_and_provisioned(ci: &ComputeInstance) -> bool {
+    phase(ci) == Some(Phase::Running)
+        && latest(ci, JobType::Provision)
+            .is_some_and(|j| j.state == cloudkit_api::JobState::Succeeded)
+}
+
 /// The CI's condition of this type.
 pub fn condition(ci: &ComputeInstance, type_: &str) -> Option<Condition> {
     ci.status
