@@ -8,17 +8,13 @@ use std::sync::Arc;
 
 use cloudkit_aap_sim::Outcome;
 use cloudkit_api::intent::{status_never_written, with_recorded_intent};
-use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType};
+use cloudkit_api::{ComputeInstance, JobState, JobType};
 use cloudkit_provider::ProviderRegistry;
 use cloudkit_reconciler::{Context, Metrics};
 use cloudkit_test_support::*;
 
 use crate::harness::*;
 use kube::ResourceExt;
-
-fn spec() -> ComputeInstanceSpec {
-    ComputeInstanceSpec::for_template("test_template")
-}
 
 /// Waits for the first provision intent of a new CI: recorded with the finalizer, in the
 /// provision-intent annotation, before any status write.
@@ -54,7 +50,7 @@ async fn crash_and_recover(after_launch: bool) {
     let (hooked, hook_reached) = Hooked::wrap(aap_provider(&sim), hook);
     let first = Operator::start(&ns, ProviderRegistry::new(hooked), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm", spec()).await;
+    CiFixture::new("vm").create(&api).await;
     let ci = intent_recorded(&api, "vm").await;
     let key = latest(&ci, JobType::Provision).unwrap().launch_key.unwrap();
     // Wait until the pass is inside the provider (and, for AfterLaunch, the launch happened).
@@ -111,7 +107,7 @@ async fn a_conflict_on_recording_the_answer_keeps_the_job_id() {
     );
     let op = Operator::start(&ns, ProviderRegistry::new(interfering), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm", spec()).await;
+    CiFixture::new("vm").create(&api).await;
     let ci = wait_for(&api, "vm", Some(&sim), "a recorded job id", |ci| {
         latest(ci, JobType::Provision).is_some_and(|j| !j.job_id.is_empty())
     })
@@ -163,7 +159,7 @@ async fn a_reconcile_from_a_stale_object_does_not_launch() {
     let ns = env().namespace("c4").await;
     let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
     let api = api(&ns).await;
-    let created = create(&api, "vm", spec()).await;
+    let created = CiFixture::new("vm").create(&api).await;
     // A snapshot from before the operator acted: what a lagging cache would hand a reconcile.
     let stale = api.get("vm").await.unwrap();
     assert_eq!(
@@ -226,7 +222,7 @@ async fn an_eda_trigger_lost_before_it_was_sent_is_sent_after_the_grace_period()
     let (hooked, hook_reached) = Hooked::wrap(eda_provider(&url), Hook::StallBeforeLaunch);
     let first = Operator::start(&ns, ProviderRegistry::new(hooked), eda.clone()).await;
     let api = api(&ns).await;
-    create(&api, "vm", spec()).await;
+    CiFixture::new("vm").create(&api).await;
     intent_recorded(&api, "vm").await;
     reached(&hook_reached, "the webhook call").await;
     assert_eq!(webhook.hits(), 0, "killed before the POST");

@@ -5,17 +5,13 @@ use std::time::Duration;
 
 use cloudkit_aap_sim::Outcome;
 use cloudkit_api::metadata::*;
-use cloudkit_api::{ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind, config_version};
+use cloudkit_api::{JobState, JobType, Phase, ProviderKind, config_version};
 use cloudkit_provider::ProviderRegistry;
 use cloudkit_reconciler::{Settings, find_condition};
 use cloudkit_test_support::*;
 
 use crate::harness::*;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-
-fn spec() -> ComputeInstanceSpec {
-    ComputeInstanceSpec::for_template("test_template")
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aap_job_states_follow_the_controller_and_ci_reaches_running() {
@@ -28,7 +24,7 @@ async fn aap_job_states_follow_the_controller_and_ci_reaches_running() {
     .await;
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm-1", spec()).await;
+    CiFixture::new("vm-1").create(&api).await;
 
     // Record every state the persisted job goes through.
     let mut seen: Vec<JobState> = Vec::new();
@@ -146,7 +142,7 @@ async fn delete_during_provision_cancels_then_deprovisions_once() {
     .await;
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm-4", spec()).await;
+    CiFixture::new("vm-4").create(&api).await;
     let ci = wait_for(&api, "vm-4", Some(&sim), "a running provision job", |ci| {
         latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Running)
     })
@@ -212,7 +208,7 @@ async fn blocked_deletion_is_released_by_each_escape_hatch() {
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
     for name in ["vm-retry", "vm-manual"] {
-        create(&api, name, spec()).await;
+        CiFixture::new(name).create(&api).await;
     }
     for name in ["vm-retry", "vm-manual"] {
         wait_for(&api, name, Some(&sim), "phase Running", |ci| {
@@ -321,7 +317,7 @@ async fn history_stays_bounded_across_reprovisions() {
     };
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings).await;
     let api = api(&ns).await;
-    create(&api, "vm-7", spec()).await;
+    CiFixture::new("vm-7").create(&api).await;
     for round in 0..7 {
         if round > 0 {
             let params = format!("{{\"round\": {round}}}");
@@ -372,7 +368,7 @@ async fn spec_change_reprovisions_once_and_restart_request_does_not() {
     let sim = simulator(phases(20, 0, 100), phases(20, 0, 50), Outcome::Successful).await;
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm-8", spec()).await;
+    CiFixture::new("vm-8").create(&api).await;
     let first = wait_for(&api, "vm-8", Some(&sim), "Running", |ci| {
         ci.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
     })
@@ -438,7 +434,7 @@ async fn a_revoked_token_shows_in_the_condition_and_heals() {
     .await;
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm-1", spec()).await;
+    CiFixture::new("vm-1").create(&api).await;
     wait_for(&api, "vm-1", Some(&sim), "a running provision job", |ci| {
         latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Running)
     })
@@ -471,7 +467,7 @@ async fn a_revoked_token_shows_in_the_condition_and_heals() {
     .await;
 
     // A CI created meanwhile: its launch is refused, which is no failed attempt.
-    create(&api, "vm-2", spec()).await;
+    CiFixture::new("vm-2").create(&api).await;
     let ci = wait_for(&api, "vm-2", Some(&sim), "a refused launch", |ci| {
         ci.status
             .as_ref()
