@@ -264,6 +264,12 @@ impl TestEnv {
         client_for(&self.admin_kubeconfig).await
     }
 
+    /// The administrator's client configuration, for a client with layers of its own (a test
+    /// that counts requests, say).
+    pub async fn admin_config(&self) -> Result<kube::Config> {
+        config_for(&self.admin_kubeconfig).await
+    }
+
     /// A new client for [`LIMITED_USER`].
     pub async fn try_limited_client(&self) -> Result<kube::Client> {
         client_for(&self.limited_kubeconfig).await
@@ -415,6 +421,11 @@ fn namespace_name(prefix: &str, n: u64, suffix: &str) -> String {
 }
 
 async fn client_for(kubeconfig_yaml: &str) -> Result<kube::Client> {
+    let config = config_for(kubeconfig_yaml).await?;
+    kube::Client::try_from(config).map_err(|e| Error::kube("building a client", e))
+}
+
+async fn config_for(kubeconfig_yaml: &str) -> Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml)?;
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
@@ -424,7 +435,7 @@ async fn client_for(kubeconfig_yaml: &str) -> Result<kube::Client> {
     // Loopback: anything slower than this is a hung server, and a test should say so.
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(60));
-    kube::Client::try_from(config).map_err(|e| Error::kube("building a client", e))
+    Ok(config)
 }
 
 fn kubeconfig(server_url: &str, ca_pem: &str, user: &str, token: &str) -> String {
