@@ -2,16 +2,13 @@
 //! shows about a CI it manages.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cloudkit_aap_sim::Outcome;
-use cloudkit_api::{ComputeInstanceSpec, JobState, JobType, Phase};
-use common::*;
+use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType, Phase};
+use cloudkit_test_support::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_cloudkit-operator");
 
@@ -98,69 +95,27 @@ fn crd_subcommand_prints_the_committed_crd() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
 
-/// The operator process, with its log collected for diagnostics and its HTTP address.
-struct Running {
-    child: Child,
-    log: Arc<Mutex<String>>,
-    address: String,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_operator(namespace: &str, sim_url: &str) -> Running {
-    spawn_operator_with(namespace, sim_url, &[])
-}
-
-fn spawn_operator_with(namespace: &str, sim_url: &str, extra: &[(&str, &str)]) -> Running {
-    let mut cmd = bare();
+/// The operator binary of this package against the shared API server and the simulator at
+/// `sim_url`, logging JSON as in production.
+async fn start_operator(
+    name: &str,
+    namespace: &str,
+    sim_url: &str,
+    extra: &[(&str, &str)],
+) -> OperatorProcess {
+    let mut settings =
+        OperatorSettings::new(name, Path::new(BIN), env().kubeconfig_path(), namespace)
+            .aap(sim_url, SIM_TOKEN, PROVISION_TEMPLATE, DEPROVISION_TEMPLATE)
+            .poll_interval("300ms")
+            .json_logs();
     for (k, v) in extra {
-        cmd.env(k, v);
+        settings = settings.env(k, v);
     }
-    let mut child = cmd
-        .env("KUBECONFIG", env().kubeconfig_path())
-        .env("CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE", namespace)
-        .env("CLOUDKIT_AAP_URL", sim_url)
-        .env("CLOUDKIT_AAP_TOKEN", SIM_TOKEN)
-        .env("CLOUDKIT_AAP_PROVISION_TEMPLATE", PROVISION_TEMPLATE)
-        .env("CLOUDKIT_AAP_DEPROVISION_TEMPLATE", DEPROVISION_TEMPLATE)
-        .env("CLOUDKIT_AAP_STATUS_POLL_INTERVAL", "300ms")
-        .env("CLOUDKIT_HTTP_ADDRESS", "127.0.0.1:0")
-        .env("CLOUDKIT_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .spawn()
-        .unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    let sink = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("serving /healthz") {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-                let _ = tx.send(
-                    v["fields"]["address"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                );
-            }
-            sink.lock().unwrap().push_str(&line);
-            sink.lock().unwrap().push('\n');
-        }
-    });
-    let address = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("operator did not start; log:\n{}", log.lock().unwrap()));
-    Running {
-        child,
-        log,
-        address,
-    }
+    settings.start().await.unwrap_or_else(|e| panic!("{e}"))
+}
+
+async fn api(namespace: &str) -> kube::Api<ComputeInstance> {
+    kube::Api::namespaced(env().admin_client().await, namespace)
 }
 
 fn kubectl(args: &[&str]) -> String {
@@ -181,9 +136,9 @@ fn kubectl(args: &[&str]) -> String {
 async fn endpoints_metrics_and_what_kubectl_shows() {
     let ns = env().namespace("bin").await;
     let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
-    let op = spawn_operator(&ns, &sim.api_url());
+    let op = start_operator("bin-endpoints", &ns, &sim.api_url(), &[]).await;
     let http = reqwest::Client::new();
-    let base = format!("http://{}", op.address);
+    let base = format!("http://{}", op.http().unwrap());
     for path in ["/healthz", "/readyz"] {
         let start = Instant::now();
         loop {
@@ -194,7 +149,7 @@ async fn endpoints_metrics_and_what_kubectl_shows() {
             assert!(
                 start.elapsed() < DEADLINE,
                 "{path} never ready: {}",
-                op.log.lock().unwrap()
+                op.log_tail(60)
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -304,49 +259,30 @@ async fn endpoints_metrics_and_what_kubectl_shows() {
     ] {
         assert!(describe.contains(needle), "missing {needle}:\n{describe}");
     }
-    let log = op.log.lock().unwrap().clone();
-    assert!(!log.contains(SIM_TOKEN), "the token never appears in logs");
-    stops_on_sigterm(op);
+    assert!(
+        !op.log_text().contains(SIM_TOKEN),
+        "the token never appears in logs"
+    );
+    stops_on_sigterm(op).await;
 }
 
 /// SIGTERM: the operator finishes in-flight work, stops its endpoints and exits 0.
-fn stops_on_sigterm(mut op: Running) {
-    let pid = op.child.id().to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(status.success());
-    let start = Instant::now();
-    loop {
-        if let Some(code) = op.child.try_wait().unwrap() {
-            assert!(
-                code.success(),
-                "exit {code:?}; log:\n{}",
-                op.log.lock().unwrap()
-            );
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "still running 15 s after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::thread::sleep(Duration::from_millis(100));
+async fn stops_on_sigterm(mut op: OperatorProcess) {
+    let status = op.stop(Duration::from_secs(15)).await;
     assert!(
-        op.log.lock().unwrap().contains("stopped"),
-        "{}",
-        op.log.lock().unwrap()
+        status.is_some_and(|s| s.success()),
+        "exit {status:?} within 15 s of SIGTERM; log:\n{}",
+        op.log_tail(60)
     );
+    assert!(op.log_text().contains("stopped"), "{}", op.log_tail(60));
 }
 
-async fn reconciles(http: &reqwest::Client, address: &str) -> u64 {
-    let text = match http.get(format!("http://{address}/metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return 0,
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("cloudkit_reconciles_total "))
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+/// `cloudkit_reconciles_total`; 0 when the process does not answer.
+async fn reconciles(op: &OperatorProcess) -> f64 {
+    op.metrics()
+        .await
+        .map(|m| metric_sum(&m, "cloudkit_reconciles_total"))
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,7 +293,7 @@ async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
         ("CLOUDKIT_LEADER_ELECT", "true"),
         ("CLOUDKIT_LEADER_ELECTION_NAMESPACE", ns.as_str()),
     ];
-    let mut first = spawn_operator_with(&ns, &sim.api_url(), &lease);
+    let mut first = start_operator("lease-first", &ns, &sim.api_url(), &lease).await;
     // The first replica holds the lease before the second starts.
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(env().admin_client().await, &ns);
@@ -371,7 +307,7 @@ async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
             .is_some()
     })
     .await;
-    let second = spawn_operator_with(&ns, &sim.api_url(), &lease);
+    let second = start_operator("lease-second", &ns, &sim.api_url(), &lease).await;
     let http = reqwest::Client::new();
 
     let api = api(&ns).await;
@@ -380,18 +316,11 @@ async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
         ci.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
     })
     .await;
-    assert!(
-        reconciles(&http, &first.address).await > 0,
-        "the leader works"
-    );
-    assert_eq!(
-        reconciles(&http, &second.address).await,
-        0,
-        "the standby does nothing"
-    );
+    assert!(reconciles(&first).await > 0.0, "the leader works");
+    assert_eq!(reconciles(&second).await, 0.0, "the standby does nothing");
     // The standby is ready (it serves probes) while it waits.
     let ready = http
-        .get(format!("http://{}/readyz", second.address))
+        .get(format!("http://{}/readyz", second.http().unwrap()))
         .send()
         .await
         .unwrap();
@@ -399,8 +328,7 @@ async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
 
     // The leader dies without releasing the lease: the standby takes over within the lease
     // duration (15 s) plus its retry period.
-    first.child.kill().unwrap();
-    let _ = first.child.wait();
+    first.kill();
     create(&api, "vm-b", ComputeInstanceSpec::for_template("t")).await;
     let started = Instant::now();
     wait_for(
@@ -416,7 +344,7 @@ async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
         "took over after {:?}",
         started.elapsed()
     );
-    assert!(reconciles(&http, &second.address).await > 0);
+    assert!(reconciles(&second).await > 0.0);
     assert_eq!(
         sim.simulator().stats().launches,
         2,

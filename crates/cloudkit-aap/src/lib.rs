@@ -16,9 +16,10 @@
 //! The binary reads the environment; this crate only takes typed values ([`AapConfig`]) and
 //! names the environment variable of a wrong setting in its [`ConfigError`].
 //!
-//! Embedding it in a controller:
+//! Embedding it in a controller (nothing here touches the network: the provider connects on its
+//! first call):
 //!
-//! ```no_run
+//! ```
 //! use std::sync::Arc;
 //! use std::time::Duration;
 //! use cloudkit_aap::{AapConfig, AapProvider};
@@ -34,6 +35,7 @@
 //! .with_poll_interval(Duration::from_secs(15))?;
 //! let provider: Arc<dyn Provider> = Arc::new(AapProvider::new(&config)?);
 //! let registry = ProviderRegistry::new(provider);
+//! assert_eq!(registry.active().kind(), cloudkit_api::ProviderKind::Aap);
 //! assert!(registry.active().polls_remotely());
 //! # Ok(())
 //! # }

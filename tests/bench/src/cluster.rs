@@ -195,13 +195,8 @@ impl Cluster {
         &self,
         counter: Arc<WriteCounter>,
     ) -> anyhow::Result<kube::Client> {
-        let kubeconfig = kube::config::Kubeconfig::from_yaml(self.env.kubeconfig_yaml())?;
-        let mut config = kube::Config::from_custom_kubeconfig(
-            kubeconfig,
-            &kube::config::KubeConfigOptions::default(),
-        )
-        .await?;
-        config.connect_timeout = Some(Duration::from_secs(5));
+        let mut config = self.env.admin_config().await?;
+        // Large lists under load take longer than the test default.
         config.read_timeout = Some(Duration::from_secs(120));
         let layer =
             tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {

@@ -19,7 +19,9 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::eda::Webhook;
 use crate::workload::{self, Ledger, Want};
-use crate::world::{Operator, OperatorConfig, World, lock, scan_metrics};
+use cloudkit_test_support::OperatorSettings;
+
+use crate::world::{Operator, World, lock, scan_metrics};
 
 /// What every scenario gets.
 #[derive(Clone, Debug)]
@@ -278,7 +280,7 @@ struct KillLoop {
 impl KillLoop {
     fn start(
         world: &Arc<World>,
-        config: OperatorConfig,
+        config: OperatorSettings,
         seed: u64,
         life_ms: (u64, u64),
     ) -> anyhow::Result<KillLoop> {
@@ -345,7 +347,7 @@ pub async fn crash(ctx: &Ctx) -> anyhow::Result<Outcome> {
     );
     let world =
         Arc::new(World::start("crash", &ctx.out, ctx.seed, Duration::from_millis(1500)).await?);
-    let config = OperatorConfig::new(&ctx.bin, &world, world.aap_settings()?);
+    let config = world.operator(&ctx.bin, world.aap_settings()?);
     let kill_loop = KillLoop::start(&world, config, ctx.seed, (100, 1500))?;
     let total = ctx.crash_lifecycles;
     let wave = if ctx.quick { 20 } else { 50 };
@@ -373,8 +375,9 @@ pub async fn faults(ctx: &Ctx) -> anyhow::Result<Outcome> {
         "Provider faults: 20% 5xx, 5% lost answers (time-outs), 3% resets, purged jobs, a 401 period",
     );
     let world = Arc::new(World::start("faults", &ctx.out, ctx.seed, Duration::ZERO).await?);
-    let config = OperatorConfig::new(&ctx.bin, &world, world.aap_settings()?)
-        .with("CLOUDKIT_AAP_REQUEST_TIMEOUT", "2s");
+    let config = world
+        .operator(&ctx.bin, world.aap_settings()?)
+        .env("CLOUDKIT_AAP_REQUEST_TIMEOUT", "2s");
     let mut op = Operator::spawn(&config, world.dir.join("operator.log"))?;
     let base = Faults {
         error_rate: 0.20,
@@ -497,7 +500,7 @@ pub async fn outage(ctx: &Ctx) -> anyhow::Result<Outcome> {
         "kube-apiserver killed and restarted, then etcd killed and restarted, while CIs provision",
     );
     let world = Arc::new(World::start("outage", &ctx.out, ctx.seed, Duration::from_secs(3)).await?);
-    let config = OperatorConfig::new(&ctx.bin, &world, world.aap_settings()?);
+    let config = world.operator(&ctx.bin, world.aap_settings()?);
     let mut op = Operator::spawn(&config, world.dir.join("operator.log"))?;
     let pid = op.pid;
     let per_wave = if ctx.quick { 15 } else { 30 };
@@ -575,11 +578,12 @@ pub async fn leader(ctx: &Ctx) -> anyhow::Result<Outcome> {
         "Two replicas with leader election (6 s Lease); the leader is SIGKILLed at random instants",
     );
     let world = Arc::new(World::start("leader", &ctx.out, ctx.seed, Duration::from_secs(3)).await?);
-    let config = OperatorConfig::new(&ctx.bin, &world, world.aap_settings()?)
-        .with("CLOUDKIT_LEADER_ELECT", "true")
-        .with("CLOUDKIT_LEADER_ELECTION_NAMESPACE", &world.namespace)
-        .with("CLOUDKIT_LEADER_ELECTION_LEASE", LEASE)
-        .with(
+    let config = world
+        .operator(&ctx.bin, world.aap_settings()?)
+        .env("CLOUDKIT_LEADER_ELECT", "true")
+        .env("CLOUDKIT_LEADER_ELECTION_NAMESPACE", &world.namespace)
+        .env("CLOUDKIT_LEADER_ELECTION_LEASE", LEASE)
+        .env(
             "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION",
             &format!("{lease_secs}s"),
         );
@@ -792,9 +796,8 @@ pub async fn eda(ctx: &Ctx) -> anyhow::Result<Outcome> {
         ctx.seed,
     )
     .await?;
-    let config = OperatorConfig::new(
+    let config = world.operator(
         &ctx.bin,
-        &world,
         vec![
             ("CLOUDKIT_PROVISIONING_PROVIDER".into(), "eda".into()),
             (

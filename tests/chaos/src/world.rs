@@ -3,19 +3,19 @@
 //! through.
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use cloudkit_aap_sim::{Faults, Phases, SimConfig, SimHandle, Simulator, TemplateSpec};
 use cloudkit_api::ComputeInstance;
+use cloudkit_test_support::{OperatorProcess, OperatorSettings, free_port};
 use cloudkit_testenv::TestEnv;
 use kube::Api;
 use rand::Rng as _;
-use tokio::process::{Child, Command};
 
 pub const PROVISION: &str = "provision_vm";
 pub const DEPROVISION: &str = "deprovision_vm";
@@ -235,132 +235,66 @@ impl World {
     }
 }
 
-/// How to start an operator process.
-#[derive(Clone, Debug)]
-pub struct OperatorConfig {
-    pub bin: PathBuf,
-    pub kubeconfig: PathBuf,
-    pub namespace: String,
-    pub env: Vec<(String, String)>,
-}
-
-impl OperatorConfig {
-    pub fn new(bin: &Path, world: &World, settings: Vec<(String, String)>) -> OperatorConfig {
-        let mut env: Vec<(String, String)> = vec![
-            ("CLOUDKIT_AAP_STATUS_POLL_INTERVAL".into(), "500ms".into()),
-            ("CLOUDKIT_LOG_FORMAT".into(), "json".into()),
-            ("RUST_LOG".into(), "info".into()),
-        ];
-        env.extend(settings);
-        OperatorConfig {
-            bin: bin.to_path_buf(),
-            kubeconfig: world.kubeconfig.clone(),
-            namespace: world.namespace.clone(),
-            env,
+impl World {
+    /// The operator settings of this scenario: its API server and namespace, JSON logs, a
+    /// 500 ms poll interval, and `settings` (a provider's) on top.
+    pub fn operator(&self, bin: &Path, settings: Vec<(String, String)>) -> OperatorSettings {
+        let mut config = OperatorSettings::new("operator", bin, &self.kubeconfig, &self.namespace)
+            .poll_interval("500ms")
+            .json_logs();
+        for (k, v) in &settings {
+            config = config.env(k, v);
         }
-    }
-
-    pub fn with(mut self, key: &str, value: &str) -> OperatorConfig {
-        self.env.retain(|(k, _)| k != key);
-        self.env.push((key.to_string(), value.to_string()));
-        self
+        config
     }
 }
 
-/// One operator process; its stderr (JSON logs) goes to a file.
+/// How long a stopped operator may take to shut down before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// One operator process of a scenario, its HTTP port chosen up front (the scenarios scrape
+/// `/metrics` without waiting for it to start).
+#[derive(Debug)]
 pub struct Operator {
-    child: Child,
+    process: OperatorProcess,
     pub pid: u32,
-    pub http: SocketAddr,
-    exit: Option<ExitStatus>,
 }
 
 impl Operator {
-    pub fn spawn(config: &OperatorConfig, log: PathBuf) -> anyhow::Result<Operator> {
-        let http = free_port()?;
-        let file = std::fs::File::options()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        let mut cmd = Command::new(&config.bin);
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("KUBECONFIG", &config.kubeconfig)
-            .env("CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE", &config.namespace)
-            .env("CLOUDKIT_HTTP_ADDRESS", http.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .kill_on_drop(true);
-        for (k, v) in &config.env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", config.bin.display()))?;
-        let pid = child.id().context("the operator exited at once")?;
-        Ok(Operator {
-            child,
-            pid,
-            http,
-            exit: None,
-        })
+    /// Starts it with its output in `log`; returns at once.
+    pub fn spawn(config: &OperatorSettings, log: PathBuf) -> anyhow::Result<Operator> {
+        let http = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+        let process = config.clone().http_address(http).log_file(&log).spawn()?;
+        let pid = process.pid();
+        Ok(Operator { process, pid })
     }
 
     /// SIGKILL (nothing runs after it: no cleanup, no Lease release) and reap.
     pub async fn kill(&mut self) -> anyhow::Result<()> {
-        if self.exited().is_none() {
-            self.child.start_kill()?;
-            self.exit = Some(self.child.wait().await?);
-        }
+        self.process.kill();
         Ok(())
     }
 
     /// SIGTERM, then SIGKILL after 15 s.
     pub async fn stop(&mut self) -> anyhow::Result<()> {
-        if self.exited().is_some() {
-            return Ok(());
-        }
-        if let Some(pid) = rustix::process::Pid::from_raw(self.pid as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
-        match tokio::time::timeout(Duration::from_secs(15), self.child.wait()).await {
-            Ok(status) => self.exit = Some(status?),
-            Err(_) => self.kill().await?,
-        }
+        self.process.stop(STOP_GRACE).await;
         Ok(())
     }
 
     /// The exit status, once the process has ended.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
-            self.exit = self.child.try_wait().ok().flatten();
-        }
-        self.exit
+        self.process.exited()
     }
 
     /// `/metrics`, when the process answers.
     pub async fn metrics(&self) -> Option<String> {
-        let url = format!("http://{}/metrics", self.http);
-        let answer = reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .ok()?;
-        answer.text().await.ok()
+        self.process.metrics_text().await.ok()
     }
 
-    /// The Lease holder identity this process uses (see the operator's `lease_identity`).
+    /// The Lease holder identity this process uses.
     pub fn identity(&self) -> String {
-        format!("cloudkit-operator-{}", self.pid)
+        self.process.lease_identity()
     }
-}
-
-fn free_port() -> anyhow::Result<SocketAddr> {
-    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
-    Ok(l.local_addr()?)
 }
 
 /// Scrapes `/metrics` of `op` into the scan (before a kill, say).

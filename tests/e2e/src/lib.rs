@@ -14,3 +14,7 @@
 //!
 //! They need the Python venv with ansible-rulebook and Java 17 (`hack/python-venv.sh`, which
 //! `./x test` runs) and fail with a message saying so when either is missing.
+//!
+//! Processes, waits and fixtures come from the workspace's one harness, `cloudkit-test-support`
+//! ([`Scene`](../cloudkit_test_support/struct.Scene.html) is the world of one test); logs of a run
+//! stay in `target/test-runs/<pid>/` until a later run finds that process gone.

@@ -6,10 +6,8 @@
 //! the simulator recorded.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloudkit_api::metadata::{
     AAP_FINALIZER, CONDITION_CONFIGURATION_APPLIED, CONDITION_DELETION_BLOCKED, FINALIZER,
@@ -18,17 +16,8 @@ use cloudkit_api::metadata::{
 use cloudkit_api::{
     ComputeInstance, ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind, config_version,
 };
-use common::*;
+use cloudkit_test_support::*;
 use serde_json::json;
-
-fn phase(ci: &ComputeInstance) -> Option<Phase> {
-    ci.status.as_ref().and_then(|s| s.phase)
-}
-
-fn running_and_provisioned(ci: &ComputeInstance) -> bool {
-    phase(ci) == Some(Phase::Running)
-        && latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Succeeded)
-}
 
 /// The configuration of the current spec is applied: the operator computed it, a provision job
 /// launched for it succeeded and the automation reported it.
@@ -85,23 +74,6 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
     found
 }
 
-/// Waits until `check` holds; fails with the scene's diagnostics at the deadline.
-async fn eventually<F, Fut>(scene: &Scene, what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < DEADLINE,
-            "timed out after {DEADLINE:?} waiting for {what}\n{}",
-            scene.diagnostics(None)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// SPEC 7.1: the provision job carries AAP's numeric id and its persisted state follows the
 /// controller, Pending/Waiting -> Running -> Succeeded; the CI turns Running once the playbook
 /// has written the annotation, and reconciledConfigVersion equals desiredConfigVersion.
@@ -109,9 +81,9 @@ where
 async fn aap_job_states_follow_the_controller_and_ci_reaches_running() {
     let mut scene = Scene::new("e2e-aap-states").await;
     let ns = scene.namespace.clone();
-    let sim = simulator().await;
+    let sim = runner_simulator().await;
     scene
-        .start_operator(OperatorConfig::aap("operator-states", &ns, &sim))
+        .start_operator(Scene::aap_operator("operator-states", &ns, &sim))
         .await;
     scene.sim = Some(sim);
     let recorder = scene.record(&ns, "vm-states").await;
@@ -120,7 +92,7 @@ async fn aap_job_states_follow_the_controller_and_ci_reaches_running() {
         .create(
             &ns,
             "vm-states",
-            spec_with_parameters(json!({"sim_provision_running_seconds": 2})),
+            spec_with_parameters("e2e_template", json!({"sim_provision_running_seconds": 2})),
         )
         .await;
     let done = scene
@@ -131,10 +103,11 @@ async fn aap_job_states_follow_the_controller_and_ci_reaches_running() {
             running_and_provisioned,
         )
         .await;
-    eventually(&scene, "the watch to see the succeeded job", || async {
-        recorder.seen().iter().any(running_and_provisioned)
-    })
-    .await;
+    scene
+        .eventually("the watch to see the succeeded job", || async {
+            recorder.seen().iter().any(running_and_provisioned)
+        })
+        .await;
 
     // Every persisted version of the CI, in order.
     let versions = recorder.seen();
@@ -257,16 +230,16 @@ async fn aap_job_states_follow_the_controller_and_ci_reaches_running() {
 async fn delete_during_provision_cancels_then_deprovisions_once() {
     let mut scene = Scene::new("e2e-aap-cancel").await;
     let ns = scene.namespace.clone();
-    let sim = simulator().await;
+    let sim = runner_simulator().await;
     scene
-        .start_operator(OperatorConfig::aap("operator-cancel", &ns, &sim))
+        .start_operator(Scene::aap_operator("operator-cancel", &ns, &sim))
         .await;
     scene.sim = Some(sim);
     scene
         .create(
             &ns,
             "vm-cancel",
-            spec_with_parameters(json!({"sim_provision_running_seconds": 30})),
+            spec_with_parameters("e2e_template", json!({"sim_provision_running_seconds": 30})),
         )
         .await;
     // Mid-provision: the job runs and the playbook has added its finalizer (its first step).
@@ -283,12 +256,13 @@ async fn delete_during_provision_cancels_then_deprovisions_once() {
         .await;
     let provision_id = latest(&ci, JobType::Provision).unwrap().job_id;
     let sim = scene.sim.as_ref().unwrap();
-    eventually(&scene, "the playbook at its 30 s of work", || async {
-        sim_stdout(sim, &provision_id)
-            .await
-            .contains("TASK [Create the virtual machine]")
-    })
-    .await;
+    scene
+        .eventually("the playbook at its 30 s of work", || async {
+            sim_stdout(sim, &provision_id)
+                .await
+                .contains("TASK [Create the virtual machine]")
+        })
+        .await;
     let job_dir = sim_job(sim, &provision_id).await["job_cwd"]
         .as_str()
         .expect("the job's directory")
@@ -389,9 +363,9 @@ async fn delete_during_provision_cancels_then_deprovisions_once() {
 async fn blocked_deletion_is_released_by_each_escape_hatch() {
     let mut scene = Scene::new("e2e-aap-blocked").await;
     let ns = scene.namespace.clone();
-    let sim = simulator().await;
+    let sim = runner_simulator().await;
     scene
-        .start_operator(OperatorConfig::aap("operator-blocked", &ns, &sim))
+        .start_operator(Scene::aap_operator("operator-blocked", &ns, &sim))
         .await;
     scene.sim = Some(sim);
     let names = ["vm-retry", "vm-manual"];
@@ -399,7 +373,11 @@ async fn blocked_deletion_is_released_by_each_escape_hatch() {
         json!({"sim_deprovision_outcome": "failed", "sim_message": "hypervisor unreachable"});
     for name in names {
         scene
-            .create(&ns, name, spec_with_parameters(failing.clone()))
+            .create(
+                &ns,
+                name,
+                spec_with_parameters("e2e_template", failing.clone()),
+            )
             .await;
     }
     for name in names {
@@ -440,12 +418,13 @@ async fn blocked_deletion_is_released_by_each_escape_hatch() {
         assert_eq!(finalizers(&ci), [FINALIZER, AAP_FINALIZER]);
     }
     for name in names {
-        eventually(&scene, "a DeletionBlocked Warning event", || async {
-            scene.events(name).await.iter().any(|(t, r, note)| {
-                t == "Warning" && r == "DeletionBlocked" && note.contains(RETRY_ANNOTATION)
+        scene
+            .eventually("a DeletionBlocked Warning event", || async {
+                scene.events(name).await.iter().any(|(t, r, note)| {
+                    t == "Warning" && r == "DeletionBlocked" && note.contains(RETRY_ANNOTATION)
+                })
             })
-        })
-        .await;
+            .await;
     }
     // The block holds across several poll intervals, without another deprovision.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -537,17 +516,20 @@ async fn blocked_deletion_is_released_by_each_escape_hatch() {
 async fn history_stays_bounded_across_reprovisions() {
     let mut scene = Scene::new("e2e-aap-history").await;
     let ns = scene.namespace.clone();
-    let sim = simulator().await;
+    let sim = runner_simulator().await;
     scene
         .start_operator(
-            OperatorConfig::aap("operator-history", &ns, &sim)
-                .with_env("CLOUDKIT_MAX_JOB_HISTORY", "3"),
+            Scene::aap_operator("operator-history", &ns, &sim).env("CLOUDKIT_MAX_JOB_HISTORY", "3"),
         )
         .await;
     scene.sim = Some(sim);
     let recorder = scene.record(&ns, "vm-history").await;
     scene
-        .create(&ns, "vm-history", spec_with_parameters(json!({"round": 0})))
+        .create(
+            &ns,
+            "vm-history",
+            spec_with_parameters("e2e_template", json!({"round": 0})),
+        )
         .await;
     let rounds = 4;
     let mut versions = Vec::new();
@@ -611,9 +593,9 @@ async fn history_stays_bounded_across_reprovisions() {
 async fn spec_change_reprovisions_once_and_restart_request_does_not() {
     let mut scene = Scene::new("e2e-aap-respec").await;
     let ns = scene.namespace.clone();
-    let sim = simulator().await;
+    let sim = runner_simulator().await;
     scene
-        .start_operator(OperatorConfig::aap("operator-respec", &ns, &sim))
+        .start_operator(Scene::aap_operator("operator-respec", &ns, &sim))
         .await;
     scene.sim = Some(sim);
     scene

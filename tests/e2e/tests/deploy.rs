@@ -2,11 +2,9 @@
 //! needed (the e2e tests apply the manifests to one).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::{deploy_document, operator_binary, workspace_root, yaml_documents};
+use cloudkit_test_support::{deploy_document, operator_binary, workspace_root, yaml_documents};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, RoleBinding};
 

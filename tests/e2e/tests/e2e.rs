@@ -3,25 +3,14 @@
 //! the AWX simulator for AAP. Every assertion reads what the API server persisted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use cloudkit_api::metadata::{AAP_FINALIZER, FINALIZER, RECONCILED_CONFIG_VERSION_ANNOTATION};
 use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind};
-use common::*;
+use cloudkit_test_support::*;
 use kube::Api;
-
-fn phase(ci: &ComputeInstance) -> Option<Phase> {
-    ci.status.as_ref().and_then(|s| s.phase)
-}
-
-fn running_and_provisioned(ci: &ComputeInstance) -> bool {
-    phase(ci) == Some(Phase::Running)
-        && latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Succeeded)
-}
 
 fn is_utc(timestamp: &str) -> bool {
     timestamp.ends_with('Z') && timestamp.parse::<jiff::Timestamp>().is_ok()
@@ -33,8 +22,13 @@ fn is_utc(timestamp: &str) -> bool {
 async fn eda_provision_then_deprovision_through_ansible_rulebook() {
     let mut scene = Scene::new("e2e-eda").await;
     let ns = scene.namespace.clone();
+    // A rulebook of its own: its log then counts this CI's playbook runs and no other test's.
+    let rulebook = tokio::task::spawn_blocking(|| start_rulebook("ansible-rulebook-eda"))
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}"));
     scene
-        .start_operator(OperatorConfig::eda("operator-eda", &ns))
+        .start_operator(Scene::eda_operator_on("operator-eda", &ns, &rulebook))
         .await;
     scene
         .create(
@@ -96,16 +90,45 @@ async fn eda_provision_then_deprovision_through_ansible_rulebook() {
         .as_str()
         .unwrap_or_default();
     assert!(is_utc(stamp), "deprovision timestamp {stamp:?}");
+    // SPEC 5.2: the operator finalizer goes only once the deprovision succeeded. The operator
+    // does not write a status to an object that is about to vanish (the finalizer's removal is
+    // its last write), so the persisted job may still read Running: the operator's own count of
+    // finished jobs is the evidence that it saw the deprovision succeed.
     assert!(
-        deprovision.state == JobState::Succeeded || deprovision.state == JobState::Running,
+        matches!(deprovision.state, JobState::Succeeded | JobState::Running),
         "the last status seen before the CI went: {deprovision:?}"
     );
-    // The rulebook ran each playbook once, with the CI it was sent.
-    let log = rulebook().log_text();
-    assert!(
-        log.contains("Provision a ComputeInstance")
-            && log.contains("Deprovision a ComputeInstance")
-    );
+    let succeeded =
+        r#"cloudkit_jobs_finished_total{type="deprovision",provider="eda",state="Succeeded"}"#;
+    scene
+        .eventually(
+            "the operator to count the deprovision as succeeded",
+            || async { scene.metrics(0).await.get(succeeded).copied() == Some(1.0) },
+        )
+        .await;
+    let finished = scene.metrics(0).await;
+    let other_outcomes: Vec<_> = finished
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with(r#"cloudkit_jobs_finished_total{type="deprovision""#)
+                && k.as_str() != succeeded
+                && **v > 0.0
+        })
+        .collect();
+    assert!(other_outcomes.is_empty(), "{other_outcomes:?}");
+    // The rulebook ran each playbook exactly once.
+    let log = rulebook.log_text();
+    for play in [
+        "PLAY [Provision a ComputeInstance]",
+        "PLAY [Deprovision a ComputeInstance]",
+    ] {
+        assert_eq!(
+            log.matches(play).count(),
+            1,
+            "{play} once\n{}",
+            rulebook.log_tail(80)
+        );
+    }
     scene.assert_no_forbidden();
 }
 
@@ -117,13 +140,13 @@ async fn six_in_parallel_three_per_provider() {
     let aap_ns = scene.namespace.clone();
     let eda_ns = env().namespace("e2e-six-eda").await;
     grant_operator_roles(&eda_ns).await;
-    let sim = simulator().await;
+    let sim = runner_simulator().await;
     scene
-        .start_operator(OperatorConfig::aap("operator-six-aap", &aap_ns, &sim))
+        .start_operator(Scene::aap_operator("operator-six-aap", &aap_ns, &sim))
         .await;
     scene.sim = Some(sim);
     scene
-        .start_operator(OperatorConfig::eda("operator-six-eda", &eda_ns))
+        .start_operator(Scene::eda_operator("operator-six-eda", &eda_ns))
         .await;
     let aap_api = scene.api_in(&aap_ns);
 
@@ -197,7 +220,7 @@ async fn provider_switch_from_eda_to_aap() {
     let mut scene = Scene::new("e2e-switch").await;
     let ns = scene.namespace.clone();
     scene
-        .start_operator(OperatorConfig::eda("operator-switch-eda", &ns))
+        .start_operator(Scene::eda_operator("operator-switch-eda", &ns))
         .await;
     let api = scene.api_in(&ns);
     scene
@@ -220,17 +243,28 @@ async fn provider_switch_from_eda_to_aap() {
     scene.operators[0].kill();
     scene.operators.remove(0);
 
-    let sim = simulator().await;
-    let mut config = OperatorConfig::aap("operator-switch-aap", &ns, &sim);
-    // Still able to read the EDA jobs it finds; AAP starts the new ones.
-    config.eda = true;
-    // The killed process's Lease would hold the new one back for its whole duration.
-    config.leader_elect = false;
+    let sim = runner_simulator().await;
+    // Still able to read the EDA jobs it finds (EDA configured); AAP starts the new ones.
+    let settings = Scene::eda_operator("operator-switch-aap", &ns)
+        .aap(
+            &sim.api_url(),
+            SIM_TOKEN,
+            PROVISION_TEMPLATE,
+            DEPROVISION_TEMPLATE,
+        )
+        // The killed process's Lease would hold the new one back for its whole duration.
+        .without_env("CLOUDKIT_LEADER_ELECT");
     scene.sim = Some(sim);
-    scene.start_operator(config).await;
+    let restarted = scene.start_operator(settings).await;
 
-    // The restarted operator takes the CI over without starting anything.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The restarted operator takes the CI over without starting anything: once it has completed
+    // a pass (the only CI of its namespace), any launch that pass made would have been counted.
+    let passes = || async {
+        metric_sum(&scene.metrics(restarted).await, "cloudkit_reconciles_total") >= 1.0
+    };
+    scene
+        .eventually("a completed pass of the restarted operator", passes)
+        .await;
     let ci = api.get("vm-switch").await.unwrap();
     assert_eq!(jobs(&ci).len(), 1, "{:?}", jobs(&ci));
     assert_eq!(scene.sim.as_ref().unwrap().simulator().stats().launches, 0);
@@ -268,9 +302,9 @@ async fn provider_switch_from_eda_to_aap() {
 async fn metrics_and_events_of_the_operator_process() {
     let mut scene = Scene::new("e2e-metrics").await;
     let ns = scene.namespace.clone();
-    let sim = simulator().await;
+    let sim = runner_simulator().await;
     let op = scene
-        .start_operator(OperatorConfig::aap("operator-metrics", &ns, &sim))
+        .start_operator(Scene::aap_operator("operator-metrics", &ns, &sim))
         .await;
     scene.sim = Some(sim);
     scene
@@ -286,6 +320,7 @@ async fn metrics_and_events_of_the_operator_process() {
             &ns,
             "vm-fails",
             spec_with_parameters(
+                "e2e_template",
                 serde_json::json!({"sim_outcome": "failed", "sim_message": "no capacity"}),
             ),
         )
@@ -303,7 +338,7 @@ async fn metrics_and_events_of_the_operator_process() {
 
     let start = Instant::now();
     let metrics = loop {
-        let m = scene.operators[op].metrics().await;
+        let m = scene.metrics(op).await;
         let finished = |state: &str| {
             m.get(&format!(
                 "cloudkit_jobs_finished_total{{type=\"provision\",provider=\"aap\",state=\"{state}\"}}"
@@ -365,10 +400,13 @@ async fn playbooks_follow_template_parameters() {
     let api: Api<ComputeInstance> = Api::namespaced(env.admin_client().await, &ns);
     let mut ci = ComputeInstance::new(
         "vm-pb",
-        spec_with_parameters(serde_json::json!({
-            "sim_provision_outcome": "failed",
-            "sim_deprovision_running_seconds": 2,
-        })),
+        spec_with_parameters(
+            "e2e_template",
+            serde_json::json!({
+                "sim_provision_outcome": "failed",
+                "sim_deprovision_running_seconds": 2,
+            }),
+        ),
     );
     ci.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
     api.create(&Default::default(), &ci).await.unwrap();

@@ -94,6 +94,35 @@ pub struct TestEnv {
 
 static SHARED: OnceLock<std::result::Result<TestEnv, String>> = OnceLock::new();
 
+/// The watchdog of the test process's own children (operators, ansible-rulebook): the same one
+/// an environment uses, without a directory to remove.
+static CHILDREN: OnceLock<std::sync::Mutex<Option<Watchdog>>> = OnceLock::new();
+
+/// Kills the process group `pgid` when the test process exits, however it exits (a panic, a
+/// SIGKILL of the test binary): start children with `process_group(0)` and pass their PID.
+///
+/// Best effort: when bash cannot be started, nothing guards the group.
+pub fn guard_process_group(pgid: u32) {
+    with_children_watchdog(|w| {
+        let _ = w.guard_group(pgid);
+    });
+}
+
+/// The process group `pgid` has been killed and reaped; a later group that reuses the number is
+/// not killed.
+pub fn forget_process_group(pgid: u32) {
+    with_children_watchdog(|w| w.forget(pgid));
+}
+
+fn with_children_watchdog(f: impl FnOnce(&mut Watchdog)) {
+    let cell =
+        CHILDREN.get_or_init(|| std::sync::Mutex::new(Watchdog::spawn(Path::new(""), false).ok()));
+    let mut guard = cell.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(w) = guard.as_mut() {
+        f(w);
+    }
+}
+
 /// The environment shared by all tests of this test binary, started on first use.
 ///
 /// # Panics
@@ -233,6 +262,12 @@ impl TestEnv {
     /// A new administrator client.
     pub async fn try_admin_client(&self) -> Result<kube::Client> {
         client_for(&self.admin_kubeconfig).await
+    }
+
+    /// The administrator's client configuration, for a client with layers of its own (a test
+    /// that counts requests, say).
+    pub async fn admin_config(&self) -> Result<kube::Config> {
+        config_for(&self.admin_kubeconfig).await
     }
 
     /// A new client for [`LIMITED_USER`].
@@ -386,6 +421,11 @@ fn namespace_name(prefix: &str, n: u64, suffix: &str) -> String {
 }
 
 async fn client_for(kubeconfig_yaml: &str) -> Result<kube::Client> {
+    let config = config_for(kubeconfig_yaml).await?;
+    kube::Client::try_from(config).map_err(|e| Error::kube("building a client", e))
+}
+
+async fn config_for(kubeconfig_yaml: &str) -> Result<kube::Config> {
     let kubeconfig = kube::config::Kubeconfig::from_yaml(kubeconfig_yaml)?;
     let mut config = kube::Config::from_custom_kubeconfig(
         kubeconfig,
@@ -395,7 +435,7 @@ async fn client_for(kubeconfig_yaml: &str) -> Result<kube::Client> {
     // Loopback: anything slower than this is a hung server, and a test should say so.
     config.connect_timeout = Some(Duration::from_secs(5));
     config.read_timeout = Some(Duration::from_secs(60));
-    kube::Client::try_from(config).map_err(|e| Error::kube("building a client", e))
+    Ok(config)
 }
 
 fn kubeconfig(server_url: &str, ca_pem: &str, user: &str, token: &str) -> String {
@@ -427,7 +467,9 @@ fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port that was free a moment ago (bound to port 0 and released: another process may
+/// take it meanwhile, so a start that fails on it is worth one more attempt with a new port).
+pub fn free_port() -> Result<u16> {
     TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

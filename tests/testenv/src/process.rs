@@ -16,22 +16,28 @@ use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 
-/// Reads `pid N` / `forget N` lines until EOF, then kills what it still guards and removes the
-/// directory. It ignores the usual termination signals so that a Ctrl-C sent to the whole
+/// Reads `pid N` / `pg N` / `forget N` lines until EOF, then kills what it still guards (a
+/// process, or a whole process group) and removes the directory, when it was given one. It ignores the usual termination signals so that a Ctrl-C sent to the whole
 /// process group does not stop it before it has cleaned up.
 const WATCHDOG_SCRIPT: &str = r#"
 trap '' INT HUP TERM QUIT PIPE
 dir=$1 keep=$2
 pids=()
+groups=()
 while read -r word arg; do
   case $word in
     pid) pids+=("$arg") ;;
+    pg) groups+=("$arg") ;;
     forget)
       rest=()
       for p in "${pids[@]}"; do [ "$p" = "$arg" ] || rest+=("$p"); done
-      pids=("${rest[@]}") ;;
+      pids=("${rest[@]}")
+      rest=()
+      for g in "${groups[@]}"; do [ "$g" = "$arg" ] || rest+=("$g"); done
+      groups=("${rest[@]}") ;;
   esac
 done
+for g in "${groups[@]}"; do kill -KILL -- "-$g" 2>/dev/null; done
 alive() {
   local st
   [ -r "/proc/$1/stat" ] || return 1
@@ -47,7 +53,9 @@ if [ "${#pids[@]}" -gt 0 ]; then
     sleep 0.05
   done
 fi
-if [ "$keep" = 1 ]; then
+if [ -z "$dir" ]; then
+  :
+elif [ "$keep" = 1 ]; then
   echo "cloudkit-testenv: kept $dir" >&2
 else
   rm -rf -- "$dir"
@@ -81,12 +89,17 @@ impl Watchdog {
         Ok(Watchdog { child, stdin })
     }
 
+    /// From now on the watchdog kills the process group `pgid` when this process is gone.
+    pub(crate) fn guard_group(&mut self, pgid: u32) -> Result<()> {
+        self.send(&format!("pg {pgid}"))
+    }
+
     /// From now on the watchdog kills `pid` when this process is gone.
     pub(crate) fn guard(&mut self, pid: u32) -> Result<()> {
         self.send(&format!("pid {pid}"))
     }
 
-    /// `pid` has been killed and reaped here; the watchdog must not kill a later process that
+    /// `pid` (a process or a process group) has been killed and reaped here; the watchdog must not kill a later process that
     /// reuses the number.
     pub(crate) fn forget(&mut self, pid: u32) {
         let _ = self.send(&format!("forget {pid}"));

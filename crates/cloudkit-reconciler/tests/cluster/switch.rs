@@ -1,8 +1,5 @@
 //! SPEC 7 scenario 5: provisioned through EDA, the operator restarted with AAP, deprovisioned
 //! through AAP; and the shell's handling of provider errors, with mocked providers.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,12 +10,15 @@ use cloudkit_api::metadata::*;
 use cloudkit_api::{ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind, config_version};
 use cloudkit_provider::{MockProvider, Provider, ProviderError, ProviderRegistry};
 use cloudkit_reconciler::{Settings, find_condition};
-use common::*;
+use cloudkit_test_support::*;
+
+use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioned_with_eda_then_deprovisioned_with_aap_after_a_restart() {
     let ns = env().namespace("s5").await;
-    let (url, hits) = webhook().await;
+    let webhook = CountingWebhook::start().await;
+    let url = webhook.url().to_string();
     let sim = simulator(phases(50, 0, 100), phases(50, 0, 200), Outcome::Successful).await;
     let api = api(&ns).await;
 
@@ -38,7 +38,7 @@ async fn provisioned_with_eda_then_deprovisioned_with_aap_after_a_restart() {
         latest(ci, JobType::Provision).is_some_and(|j| j.job_id == "eda-webhook-1")
     })
     .await;
-    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    assert_eq!(webhook.hits(), 1);
     let job = latest(&ci, JobType::Provision).unwrap();
     assert_eq!(
         (job.state, job.provider),
@@ -80,7 +80,7 @@ async fn provisioned_with_eda_then_deprovisioned_with_aap_after_a_restart() {
     assert_eq!(history[1].owner(), ProviderKind::Aap);
     assert!(history[1].job_id.parse::<u64>().is_ok());
     wait_gone(&api, "vm-5", Some(&sim)).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 1, "no EDA deprovision");
+    assert_eq!(webhook.hits(), 1, "no EDA deprovision");
     let stats = sim.simulator().stats();
     assert_eq!(
         stats.launches_by_template.get(DEPROVISION_TEMPLATE),

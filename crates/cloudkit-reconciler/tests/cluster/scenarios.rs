@@ -1,22 +1,17 @@
 //! SPEC 7 scenarios 1, 4, 6, 7 and 8 against a real API server and the AWX simulator acting as
 //! the playbooks. Every assertion reads the status persisted by the API server.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::time::Duration;
 
 use cloudkit_aap_sim::Outcome;
 use cloudkit_api::metadata::*;
-use cloudkit_api::{ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind, config_version};
+use cloudkit_api::{JobState, JobType, Phase, ProviderKind, config_version};
 use cloudkit_provider::ProviderRegistry;
 use cloudkit_reconciler::{Settings, find_condition};
-use common::*;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use cloudkit_test_support::*;
 
-fn spec() -> ComputeInstanceSpec {
-    ComputeInstanceSpec::for_template("test_template")
-}
+use crate::harness::*;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aap_job_states_follow_the_controller_and_ci_reaches_running() {
@@ -29,7 +24,7 @@ async fn aap_job_states_follow_the_controller_and_ci_reaches_running() {
     .await;
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm-1", spec()).await;
+    CiFixture::new("vm-1").create(&api).await;
 
     // Record every state the persisted job goes through.
     let mut seen: Vec<JobState> = Vec::new();
@@ -147,7 +142,7 @@ async fn delete_during_provision_cancels_then_deprovisions_once() {
     .await;
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm-4", spec()).await;
+    CiFixture::new("vm-4").create(&api).await;
     let ci = wait_for(&api, "vm-4", Some(&sim), "a running provision job", |ci| {
         latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Running)
     })
@@ -178,31 +173,16 @@ async fn delete_during_provision_cancels_then_deprovisions_once() {
     );
 
     // Never both at once: the deprovision job started after the provision job finished.
-    let client = reqwest::Client::new();
-    let job = |path: String| {
-        let client = client.clone();
-        async move {
-            client
-                .get(path)
-                .bearer_auth(SIM_TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json::<serde_json::Value>()
-                .await
-                .unwrap()
-        }
-    };
-    let provision = job(format!("{}/v2/jobs/{provision_id}/", sim.api_url())).await;
+    let provision = sim_job(&sim, &provision_id).await;
     let deprovision_id = latest(&last, JobType::Deprovision)
         .map(|j| j.job_id)
         .unwrap_or_default();
     let deprovision = if deprovision_id.is_empty() {
         // The CI went before its last status was seen: find the job at the simulator.
-        let list = job(format!("{}/v2/jobs/?order_by=-id", sim.api_url())).await;
+        let list = sim_get(&sim, "v2/jobs/?order_by=-id").await;
         list["results"][0].clone()
     } else {
-        job(format!("{}/v2/jobs/{deprovision_id}/", sim.api_url())).await
+        sim_job(&sim, &deprovision_id).await
     };
     assert_eq!(provision["status"], "canceled");
     let finished = provision["finished"]
@@ -228,7 +208,7 @@ async fn blocked_deletion_is_released_by_each_escape_hatch() {
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
     for name in ["vm-retry", "vm-manual"] {
-        create(&api, name, spec()).await;
+        CiFixture::new(name).create(&api).await;
     }
     for name in ["vm-retry", "vm-manual"] {
         wait_for(&api, name, Some(&sim), "phase Running", |ci| {
@@ -337,7 +317,7 @@ async fn history_stays_bounded_across_reprovisions() {
     };
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings).await;
     let api = api(&ns).await;
-    create(&api, "vm-7", spec()).await;
+    CiFixture::new("vm-7").create(&api).await;
     for round in 0..7 {
         if round > 0 {
             let params = format!("{{\"round\": {round}}}");
@@ -388,7 +368,7 @@ async fn spec_change_reprovisions_once_and_restart_request_does_not() {
     let sim = simulator(phases(20, 0, 100), phases(20, 0, 50), Outcome::Successful).await;
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm-8", spec()).await;
+    CiFixture::new("vm-8").create(&api).await;
     let first = wait_for(&api, "vm-8", Some(&sim), "Running", |ci| {
         ci.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
     })
@@ -407,8 +387,8 @@ async fn spec_change_reprovisions_once_and_restart_request_does_not() {
         serde_json::json!({"spec": {"restartRequestedAt": now}}),
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let ci = api.get("vm-8").await.unwrap();
+    // Evidence that a pass saw the restart request before asserting it launched nothing.
+    let ci = wait_observed(&api, "vm-8", Some(&sim)).await;
     assert_eq!(
         sim.simulator().stats().launches,
         1,
@@ -454,7 +434,7 @@ async fn a_revoked_token_shows_in_the_condition_and_heals() {
     .await;
     let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm-1", spec()).await;
+    CiFixture::new("vm-1").create(&api).await;
     wait_for(&api, "vm-1", Some(&sim), "a running provision job", |ci| {
         latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Running)
     })
@@ -487,7 +467,7 @@ async fn a_revoked_token_shows_in_the_condition_and_heals() {
     .await;
 
     // A CI created meanwhile: its launch is refused, which is no failed attempt.
-    create(&api, "vm-2", spec()).await;
+    CiFixture::new("vm-2").create(&api).await;
     let ci = wait_for(&api, "vm-2", Some(&sim), "a refused launch", |ci| {
         ci.status
             .as_ref()

@@ -3,24 +3,18 @@
 //! "Killing the operator" here aborts the controller task at a chosen instant inside a pass: no
 //! further write or call happens, and the next controller starts with an empty memory, exactly
 //! as a new process would. Everything that survives is in the API server and the simulator.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cloudkit_aap_sim::Outcome;
 use cloudkit_api::intent::{status_never_written, with_recorded_intent};
-use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType};
-use cloudkit_provider::{Provider, ProviderRegistry};
+use cloudkit_api::{ComputeInstance, JobState, JobType};
+use cloudkit_provider::ProviderRegistry;
 use cloudkit_reconciler::{Context, Metrics};
-use common::*;
-use kube::ResourceExt;
+use cloudkit_test_support::*;
 
-fn spec() -> ComputeInstanceSpec {
-    ComputeInstanceSpec::for_template("test_template")
-}
+use crate::harness::*;
+use kube::ResourceExt;
 
 /// Waits for the first provision intent of a new CI: recorded with the finalizer, in the
 /// provision-intent annotation, before any status write.
@@ -53,25 +47,16 @@ async fn crash_and_recover(after_launch: bool) {
     } else {
         Hook::StallBeforeLaunch
     };
-    let hooked: Arc<dyn Provider> = Arc::new(Hooked {
-        inner: aap_provider(&sim),
-        hook,
-    });
+    let (hooked, hook_reached) = Hooked::wrap(aap_provider(&sim), hook);
     let first = Operator::start(&ns, ProviderRegistry::new(hooked), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm", spec()).await;
+    CiFixture::new("vm").create(&api).await;
     let ci = intent_recorded(&api, "vm").await;
     let key = latest(&ci, JobType::Provision).unwrap().launch_key.unwrap();
     // Wait until the pass is inside the provider (and, for AfterLaunch, the launch happened).
-    if after_launch {
-        eventually("the launch to reach the simulator", || async {
-            sim.simulator().stats().launches == 1
-        })
-        .await;
-    } else {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(sim.simulator().stats().launches, 0);
-    }
+    reached(&hook_reached, "the provider").await;
+    let expected = if after_launch { 1 } else { 0 };
+    assert_eq!(sim.simulator().stats().launches, expected);
     first.kill();
 
     let second = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
@@ -116,13 +101,13 @@ async fn killed_between_launching_and_recording_the_job_id() {
 async fn a_conflict_on_recording_the_answer_keeps_the_job_id() {
     let ns = env().namespace("c3").await;
     let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
-    let interfering: Arc<dyn Provider> = Arc::new(Hooked {
-        inner: aap_provider(&sim),
-        hook: Hook::Interfere(env().admin_client().await),
-    });
+    let (interfering, _) = Hooked::wrap(
+        aap_provider(&sim),
+        Hook::Interfere(env().admin_client().await),
+    );
     let op = Operator::start(&ns, ProviderRegistry::new(interfering), settings()).await;
     let api = api(&ns).await;
-    create(&api, "vm", spec()).await;
+    CiFixture::new("vm").create(&api).await;
     let ci = wait_for(&api, "vm", Some(&sim), "a recorded job id", |ci| {
         latest(ci, JobType::Provision).is_some_and(|j| !j.job_id.is_empty())
     })
@@ -174,7 +159,7 @@ async fn a_reconcile_from_a_stale_object_does_not_launch() {
     let ns = env().namespace("c4").await;
     let sim = simulator(phases(50, 0, 200), phases(50, 0, 100), Outcome::Successful).await;
     let api = api(&ns).await;
-    let created = create(&api, "vm", spec()).await;
+    let created = CiFixture::new("vm").create(&api).await;
     // A snapshot from before the operator acted: what a lagging cache would hand a reconcile.
     let stale = api.get("vm").await.unwrap();
     assert_eq!(
@@ -207,7 +192,7 @@ async fn a_reconcile_from_a_stale_object_does_not_launch() {
             "a conflict is a requeue, not an error: {result:?}"
         );
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Both reconciles have returned, so a launch either made has reached the simulator.
     let stats = sim.simulator().stats();
     assert_eq!(
         stats.launches, 1,
@@ -226,24 +211,21 @@ async fn a_reconcile_from_a_stale_object_does_not_launch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_eda_trigger_lost_before_it_was_sent_is_sent_after_the_grace_period() {
-    use std::sync::atomic::Ordering;
     let ns = env().namespace("c-eda").await;
-    let (url, hits) = webhook().await;
+    let webhook = CountingWebhook::start().await;
+    let url = webhook.url().to_string();
     let eda = cloudkit_reconciler::Settings {
         active: cloudkit_api::ProviderKind::Eda,
         retry_limit: 1,
         ..settings()
     };
-    let hooked: Arc<dyn Provider> = Arc::new(Hooked {
-        inner: eda_provider(&url),
-        hook: Hook::StallBeforeLaunch,
-    });
+    let (hooked, hook_reached) = Hooked::wrap(eda_provider(&url), Hook::StallBeforeLaunch);
     let first = Operator::start(&ns, ProviderRegistry::new(hooked), eda.clone()).await;
     let api = api(&ns).await;
-    create(&api, "vm", spec()).await;
+    CiFixture::new("vm").create(&api).await;
     intent_recorded(&api, "vm").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "killed before the POST");
+    reached(&hook_reached, "the webhook call").await;
+    assert_eq!(webhook.hits(), 0, "killed before the POST");
     first.kill();
 
     // The next operator cannot ask a webhook whether it got the trigger: it takes it as sent,
@@ -253,11 +235,7 @@ async fn an_eda_trigger_lost_before_it_was_sent_is_sent_after_the_grace_period()
         latest(ci, JobType::Provision).is_some_and(|j| j.attempt == Some(2) && !j.job_id.is_empty())
     })
     .await;
-    assert_eq!(
-        hits.load(Ordering::SeqCst),
-        1,
-        "one trigger reached the webhook"
-    );
+    assert_eq!(webhook.hits(), 1, "one trigger reached the webhook");
     let provisions: Vec<_> = jobs(&ci)
         .into_iter()
         .filter(|j| j.job_type == JobType::Provision)

@@ -1,66 +1,27 @@
-//! Harness for tests against a real kube-apiserver (cloudkit-testenv) and the AWX simulator.
-//! Every wait has a deadline and fails with the CI's status, the simulator's request log and
-//! the API server's log tail attached.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+//! The reconciler library in this process against the shared test API server: a controller
+//! task that a test can stop or abort at a chosen instant, providers on the simulator or a
+//! webhook, and a provider wrapper that stalls or interferes inside a pass. Everything else
+//! (simulator, waits, fixtures) comes from `cloudkit-test-support`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use cloudkit_aap::{AapConfig, AapProvider};
-use cloudkit_aap_sim::{Outcome, Phases, SimHandle, Simulator, TemplateSpec};
-use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobStatus, JobType, ProviderKind};
+use cloudkit_aap_sim::SimHandle;
+use cloudkit_api::{ComputeInstance, JobStatus, ProviderKind};
 use cloudkit_provider::{
     CancelOutcome, DeprovisionOutcome, JobObservation, Launch, LaunchLookup, Provider,
     ProviderError, ProviderRegistry, Secret, StartedJob,
 };
 use cloudkit_reconciler::{Context, Metrics, Settings};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use cloudkit_test_support::{DEPROVISION_TEMPLATE, PROVISION_TEMPLATE, SIM_TOKEN, env};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
-
-pub const SIM_TOKEN: &str = "sim-token-3f9a";
-pub const PROVISION_TEMPLATE: &str = "provision_vm";
-pub const DEPROVISION_TEMPLATE: &str = "deprovision_vm";
-pub const DEADLINE: Duration = Duration::from_secs(60);
-
-pub fn env() -> &'static cloudkit_testenv::TestEnv {
-    cloudkit_testenv::shared()
-}
-
-/// Simulator phases in real time.
-pub fn phases(pending_ms: u64, waiting_ms: u64, running_ms: u64) -> Phases {
-    Phases::new(
-        Duration::from_millis(pending_ms),
-        Duration::from_millis(waiting_ms),
-        Duration::from_millis(running_ms),
-    )
-}
-
-/// A simulator with the two templates, acting as the playbooks on the test API server.
-pub async fn simulator(
-    provision: Phases,
-    deprovision: Phases,
-    deprovision_outcome: Outcome,
-) -> SimHandle {
-    let client = env().admin_client().await;
-    Simulator::builder()
-        .token(SIM_TOKEN)
-        .seed(7)
-        .template(TemplateSpec::job(PROVISION_TEMPLATE).with_phases(provision))
-        .template(
-            TemplateSpec::job(DEPROVISION_TEMPLATE)
-                .with_phases(deprovision)
-                .with_outcome(deprovision_outcome),
-        )
-        .kube_client(client)
-        .spawn("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("simulator starts")
-}
 
 pub fn aap_provider(sim: &SimHandle) -> Arc<dyn Provider> {
     let config = AapConfig::new(
@@ -94,7 +55,6 @@ pub fn settings() -> Settings {
 pub struct Operator {
     task: JoinHandle<()>,
     stop: Option<oneshot::Sender<()>>,
-    pub ctx: Arc<Context>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -122,9 +82,8 @@ impl Operator {
         ));
         let api: Api<ComputeInstance> = Api::namespaced(client, namespace);
         let (tx, rx) = oneshot::channel::<()>();
-        let run_ctx = Arc::clone(&ctx);
         let task = tokio::spawn(async move {
-            cloudkit_reconciler::run(run_ctx, api, 4, async move {
+            cloudkit_reconciler::run(ctx, api, 4, async move {
                 let _ = rx.await;
             })
             .await;
@@ -132,7 +91,6 @@ impl Operator {
         Operator {
             task,
             stop: Some(tx),
-            ctx,
             metrics,
         }
     }
@@ -157,140 +115,9 @@ impl Drop for Operator {
     }
 }
 
+/// The CIs of `namespace`, as an administrator.
 pub async fn api(namespace: &str) -> Api<ComputeInstance> {
     Api::namespaced(env().admin_client().await, namespace)
-}
-
-pub async fn create(
-    api: &Api<ComputeInstance>,
-    name: &str,
-    spec: ComputeInstanceSpec,
-) -> ComputeInstance {
-    api.create(&PostParams::default(), &ComputeInstance::new(name, spec))
-        .await
-        .expect("create CI")
-}
-
-pub async fn delete(api: &Api<ComputeInstance>, name: &str) {
-    api.delete(name, &DeleteParams::default())
-        .await
-        .expect("delete CI");
-}
-
-pub async fn merge_patch(
-    api: &Api<ComputeInstance>,
-    name: &str,
-    patch: serde_json::Value,
-) -> ComputeInstance {
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch CI")
-}
-
-pub async fn annotate(api: &Api<ComputeInstance>, name: &str, key: &str, value: &str) {
-    merge_patch(
-        api,
-        name,
-        serde_json::json!({"metadata": {"annotations": {key: value}}}),
-    )
-    .await;
-}
-
-fn describe(ci: Option<&ComputeInstance>, sim: Option<&SimHandle>) -> String {
-    let mut out = String::new();
-    if let Some(ci) = ci {
-        out.push_str(&format!(
-            "metadata.finalizers={:?} annotations={:?}\nstatus={}\n",
-            ci.metadata.finalizers,
-            ci.metadata.annotations,
-            serde_json::to_string_pretty(&ci.status).unwrap_or_default()
-        ));
-    }
-    if let Some(sim) = sim {
-        out.push_str(&sim.simulator().diagnostics(30));
-    }
-    out.push_str(&format!("apiserver log tail:\n{}", env().log_tails()));
-    out
-}
-
-/// Polls the CI until `done` holds; panics with diagnostics at the deadline.
-pub async fn wait_for(
-    api: &Api<ComputeInstance>,
-    name: &str,
-    sim: Option<&SimHandle>,
-    what: &str,
-    done: impl Fn(&ComputeInstance) -> bool,
-) -> ComputeInstance {
-    let start = Instant::now();
-    let mut last = None;
-    loop {
-        if let Ok(ci) = api.get(name).await {
-            if done(&ci) {
-                return ci;
-            }
-            last = Some(ci);
-        }
-        if start.elapsed() > DEADLINE {
-            panic!(
-                "timed out after {DEADLINE:?} waiting for {what} on {name}\n{}",
-                describe(last.as_ref(), sim)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls until the CI is gone; returns the last version seen.
-pub async fn wait_gone(
-    api: &Api<ComputeInstance>,
-    name: &str,
-    sim: Option<&SimHandle>,
-) -> Option<ComputeInstance> {
-    let start = Instant::now();
-    let mut last = None;
-    loop {
-        match api.get_opt(name).await {
-            Ok(None) => return last,
-            Ok(Some(ci)) => last = Some(ci),
-            Err(_) => {}
-        }
-        if start.elapsed() > DEADLINE {
-            panic!(
-                "timed out after {DEADLINE:?} waiting for {name} to be deleted\n{}",
-                describe(last.as_ref(), sim)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls an async condition with a deadline.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        if start.elapsed() > DEADLINE {
-            panic!(
-                "timed out after {DEADLINE:?} waiting for {what}\napiserver log tail:\n{}",
-                env().log_tails()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub fn jobs(ci: &ComputeInstance) -> Vec<JobStatus> {
-    ci.status
-        .as_ref()
-        .map(|s| s.jobs.clone())
-        .unwrap_or_default()
-}
-
-pub fn latest(ci: &ComputeInstance, t: JobType) -> Option<JobStatus> {
-    cloudkit_api::history::latest_job(&jobs(ci), t).cloned()
 }
 
 /// Event reasons recorded for `name` in `namespace` (events.k8s.io/v1).
@@ -317,10 +144,12 @@ pub enum Hook {
     Interfere(Client),
 }
 
-/// A provider that passes everything to `inner` except what its [`Hook`] changes.
+/// A provider that passes everything to `inner` except what its [`Hook`] changes, and tells
+/// the test when a pass has reached the hook.
 pub struct Hooked {
-    pub inner: Arc<dyn Provider>,
-    pub hook: Hook,
+    inner: Arc<dyn Provider>,
+    hook: Hook,
+    reached: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Hooked {
@@ -332,15 +161,31 @@ impl std::fmt::Debug for Hooked {
 }
 
 impl Hooked {
+    /// Wraps `inner`; the [`Notify`] fires when a launch reaches the hook (for
+    /// [`Hook::StallAfterLaunch`], once the inner launch has returned).
+    pub fn wrap(inner: Arc<dyn Provider>, hook: Hook) -> (Arc<dyn Provider>, Arc<Notify>) {
+        let reached = Arc::new(Notify::new());
+        let hooked = Hooked {
+            inner,
+            hook,
+            reached: Arc::clone(&reached),
+        };
+        (Arc::new(hooked), reached)
+    }
+
     async fn around<T>(
         &self,
         ci: &ComputeInstance,
         call: impl Future<Output = Result<T, ProviderError>>,
     ) -> Result<T, ProviderError> {
         match &self.hook {
-            Hook::StallBeforeLaunch => std::future::pending().await,
+            Hook::StallBeforeLaunch => {
+                self.reached.notify_one();
+                std::future::pending().await
+            }
             Hook::StallAfterLaunch => {
                 let _ = call.await;
+                self.reached.notify_one();
                 std::future::pending().await
             }
             Hook::Interfere(client) => {
@@ -356,6 +201,7 @@ impl Hooked {
                 )
                 .await
                 .expect("concurrent write");
+                self.reached.notify_one();
                 call.await
             }
         }
@@ -412,31 +258,22 @@ impl Provider for Hooked {
     }
 }
 
-/// A webhook that accepts events and counts them; the test plays the automation.
-pub async fn webhook() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-    let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counter = Arc::clone(&hits);
-    let app = axum::Router::new().route(
-        "/{path}",
-        axum::routing::post(move || {
-            let counter = Arc::clone(&counter);
-            async move {
-                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                axum::http::StatusCode::ACCEPTED
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (url, hits)
-}
-
 pub fn eda_provider(url: &str) -> Arc<dyn Provider> {
     let config =
         cloudkit_eda::EdaConfig::new(&format!("{url}/provision"), &format!("{url}/deprovision"))
             .unwrap();
     Arc::new(cloudkit_eda::EdaProvider::new(config).unwrap())
+}
+
+/// Waits until a pass reached the hook of a [`Hooked`] provider.
+pub async fn reached(notify: &Notify, what: &str) {
+    if tokio::time::timeout(cloudkit_test_support::DEADLINE, notify.notified())
+        .await
+        .is_err()
+    {
+        panic!(
+            "no pass reached {what} within {:?}",
+            cloudkit_test_support::DEADLINE
+        );
+    }
 }
