@@ -2,7 +2,6 @@
 //! shows about a CI it manages.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,10 +9,8 @@ use cloudkit_aap_sim::Outcome;
 use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType, Phase};
 use cloudkit_test_support::*;
 
-const BIN: &str = env!("CARGO_BIN_EXE_cloudkit-operator");
-
 fn bare() -> Command {
-    let mut cmd = Command::new(BIN);
+    let mut cmd = Command::new(operator_binary());
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .stdin(Stdio::null())
@@ -95,7 +92,7 @@ fn crd_subcommand_prints_the_committed_crd() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
 }
 
-/// The operator binary of this package against the shared API server and the simulator at
+/// The operator binary against the shared API server and the simulator at
 /// `sim_url`, logging JSON as in production.
 async fn start_operator(
     name: &str,
@@ -104,7 +101,7 @@ async fn start_operator(
     extra: &[(&str, &str)],
 ) -> OperatorProcess {
     let mut settings =
-        OperatorSettings::new(name, Path::new(BIN), env().kubeconfig_path(), namespace)
+        OperatorSettings::new(name, operator_binary(), env().kubeconfig_path(), namespace)
             .aap(sim_url, SIM_TOKEN, PROVISION_TEMPLATE, DEPROVISION_TEMPLATE)
             .poll_interval("300ms")
             .json_logs();
