@@ -1,5 +1,5 @@
-//! The one test harness of the workspace: every test crate (the reconciler's and the binary's
-//! integration tests, `cloudkit-e2e`, `cloudkit-bench`, `cloudkit-chaos`) starts processes,
+//! The one test harness of the workspace: every test crate (`cloudkit-reconciler-tests`,
+//! `cloudkit-e2e`, `cloudkit-bench`, `cloudkit-chaos`) starts processes,
 //! waits and builds fixtures through it instead of a copy of its own.
 //!
 //! It sits on top of [`cloudkit_testenv`], which stays the small crate that runs a real
