@@ -6,6 +6,7 @@
 //!   section 3); it says whether anything changed, so that an unchanged object is not sent.
 //! - [`client`]: settings, TLS policy, the bearer token re-read for every call, and
 //!   [`FulfillmentClient`] with `get`, `update` and `signal`.
+//! - `fake` (feature `fake`): a fake service for tests, plaintext or TLS on loopback.
 //!
 //! Embedding it in another controller: fetch the object, map the CI onto it, and send it back
 //! only when something changed.
@@ -27,6 +28,8 @@
 //! ```
 
 pub mod client;
+#[cfg(feature = "fake")]
+pub mod fake;
 pub mod mapping;
 pub mod proto;
 
