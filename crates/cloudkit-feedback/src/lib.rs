@@ -6,6 +6,9 @@
 //!   section 3); it says whether anything changed, so that an unchanged object is not sent.
 //! - [`client`]: settings, TLS policy, the bearer token re-read for every call, and
 //!   [`FulfillmentClient`] with `get`, `update` and `signal`.
+//! - [`plan`]: the feedback controller's decisions for one CI (finalizer, Update, deletion,
+//!   Signal, backoff) as a pure function; the Kubernetes shell that carries them out is not here
+//!   yet.
 //! - `fake` (feature `fake`): a fake service for tests, plaintext or TLS on loopback.
 //!
 //! Embedding it in another controller: fetch the object, map the CI onto it, and send it back
@@ -31,6 +34,7 @@ pub mod client;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod mapping;
+pub mod plan;
 pub mod proto;
 
 pub use client::{
