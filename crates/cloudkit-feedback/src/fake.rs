@@ -235,8 +235,13 @@ impl FakeFulfillment {
         let service = ComputeInstancesServer::new(self.clone());
         let task = tokio::spawn(async move {
             loop {
-                let Ok((tcp, _)) = listener.accept().await else {
-                    continue;
+                let tcp = match listener.accept().await {
+                    Ok((tcp, _)) => tcp,
+                    Err(_) => {
+                        // Out of file descriptors, say: wait rather than spin.
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
                 };
                 let service = service.clone();
                 let tls = tls.clone();
