@@ -44,7 +44,8 @@ pub struct Settings {
     pub token_file: Option<PathBuf>,
     /// TLS without verification of the server's certificate.
     pub insecure: bool,
-    /// HTTP/2 without TLS (h2c). Refused together with a token file.
+    /// HTTP/2 without TLS (h2c). Refused together with a token file; takes precedence over
+    /// `insecure`.
     pub plaintext: bool,
     /// Time limit of one call, connection included.
     pub call_timeout: Duration,
