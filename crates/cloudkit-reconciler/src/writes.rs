@@ -368,6 +368,10 @@ mod tests {
                 t,
                 JobState::Running,
             )],
+            // Not written by this pass: a merge patch without them keeps what is stored.
+            last_restarted_at: None,
+            tenant_reference: None,
+            virtual_machine_reference: None,
         };
         let value = serde_json::to_value(&full).unwrap_or_default();
         let mut keys: Vec<&str> = value
