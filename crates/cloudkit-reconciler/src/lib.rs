@@ -82,6 +82,7 @@
 //! let _needs_a_cluster = serve;
 //! ```
 
+pub mod availability;
 mod conditions;
 mod controller;
 mod decide;
@@ -89,11 +90,14 @@ mod messages;
 mod metrics;
 mod outcome;
 mod plan;
+pub mod restart;
 mod settings;
+pub mod tenant;
 mod time;
 mod writes;
 
-pub use conditions::{find_condition, is_true, set_condition};
+pub use availability::{VmObservation, VmView, apply_availability};
+pub use conditions::{find_condition, is_true, remove_condition, set_condition};
 pub use controller::{Context, Error, capabilities, reconcile, run};
 pub use decide::{decide, reconciled_version};
 pub use messages::reason;
