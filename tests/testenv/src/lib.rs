@@ -45,6 +45,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition as Crd;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+pub mod kubevirt;
+
 pub use binaries::{Binaries, KUBERNETES_VERSION, cache_dir, kubectl_path};
 pub use crds::{crds_dir, load_crds};
 pub use error::{Error, Result};
