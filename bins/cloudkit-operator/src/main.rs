@@ -156,6 +156,7 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         poll_interval: config.poll_interval,
         eda_grace: config.eda_grace,
         launch_window: config.launch_window,
+        restart_timeout: cloudkit_reconciler::DEFAULT_RESTART_TIMEOUT,
         active: config.active,
         providers: Default::default(),
     };

@@ -57,6 +57,7 @@
 //!     poll_interval: Duration::from_secs(30),
 //!     eda_grace: Duration::from_secs(300),
 //!     launch_window: Duration::from_secs(35),
+//!     restart_timeout: Duration::from_secs(600),
 //!     active: MyAutomation.kind(),
 //!     providers: [(MyAutomation.kind(), capabilities(&MyAutomation))].into(),
 //! };
@@ -105,6 +106,7 @@ pub use metrics::Metrics;
 pub use outcome::{Effect, LaunchAnswer, apply_launch_answer, pending_intent};
 pub use plan::{
     ErrorInfo, EventSpec, EventType, FinalizerChange, FinishedJob, Observed, Plan, ProviderCall,
+    TenantChange, TenantState, TenantView,
 };
-pub use settings::{Capabilities, MAX_RETRY_BACKOFF, Settings};
+pub use settings::{Capabilities, DEFAULT_RESTART_TIMEOUT, MAX_RETRY_BACKOFF, Settings};
 pub use writes::FIELD_MANAGER;

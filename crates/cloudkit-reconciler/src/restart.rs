@@ -36,9 +36,10 @@ pub mod reason {
 }
 
 /// The VirtualMachineInstance named by the CI's VM reference.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum VmiState {
     /// Not looked up (no restart pending, or no reference).
+    #[default]
     Unknown,
     /// It does not exist.
     Missing,
@@ -89,6 +90,18 @@ fn rfc3339(t: Timestamp) -> String {
     Timestamp::from_second(t.as_second())
         .unwrap_or(t)
         .to_string()
+}
+
+/// Whether a pass needs the VMI looked up: a restart is pending or under way.
+pub fn needs_vmi(ci: &cloudkit_api::ComputeInstance) -> bool {
+    let status = ci.status.as_ref();
+    restart_pending(
+        ci.spec.restart_requested_at.as_ref(),
+        status.and_then(|s| s.last_restarted_at.as_ref()),
+    ) || status.is_some_and(|s| {
+        find_condition(&s.conditions, CONDITION_RESTART_IN_PROGRESS)
+            .is_some_and(|c| c.status == "True")
+    })
 }
 
 /// `RestartInProgress` message once the VMI is being deleted.

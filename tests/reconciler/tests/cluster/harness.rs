@@ -45,6 +45,7 @@ pub fn settings() -> Settings {
         poll_interval: Duration::from_millis(200),
         eda_grace: Duration::from_secs(3),
         launch_window: Duration::from_secs(2),
+        restart_timeout: cloudkit_reconciler::DEFAULT_RESTART_TIMEOUT,
         active: ProviderKind::Aap,
         providers: BTreeMap::new(),
     }
