@@ -91,6 +91,7 @@ mod messages;
 mod metrics;
 mod outcome;
 mod plan;
+mod platform;
 pub mod restart;
 mod settings;
 pub mod tenant;
@@ -108,5 +109,6 @@ pub use plan::{
     ErrorInfo, EventSpec, EventType, FinalizerChange, FinishedJob, Observed, Plan, ProviderCall,
     TenantChange, TenantState, TenantView,
 };
+pub use platform::{KUBEVIRT_DISCOVERY_INTERVAL, Platform, vm_resource, vmi_resource};
 pub use settings::{Capabilities, DEFAULT_RESTART_TIMEOUT, MAX_RETRY_BACKOFF, Settings};
 pub use writes::FIELD_MANAGER;

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kube::api::{
@@ -72,16 +73,23 @@ pub fn vmi_resource() -> ApiResource {
 #[derive(Debug)]
 pub struct FakeKubeVirt {
     stop: Arc<AtomicBool>,
-    vmis_created: Arc<AtomicUsize>,
+    vmis_created: Arc<Mutex<HashMap<String, usize>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl FakeKubeVirt {
-    /// Starts the loop on the current tokio runtime.
-    pub fn start(client: Client) -> FakeKubeVirt {
+    /// Starts the loop on the current tokio runtime, for the VMs of every namespace whose name
+    /// starts with `namespace_prefix` (tests that run at the same time each run their own fake
+    /// over their own namespaces).
+    pub fn start(client: Client, namespace_prefix: &str) -> FakeKubeVirt {
         let stop = Arc::new(AtomicBool::new(false));
-        let vmis_created = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(run(client, stop.clone(), vmis_created.clone()));
+        let vmis_created = Arc::new(Mutex::new(HashMap::new()));
+        let task = tokio::spawn(run(
+            client,
+            namespace_prefix.to_string(),
+            stop.clone(),
+            vmis_created.clone(),
+        ));
         FakeKubeVirt {
             stop,
             vmis_created,
@@ -89,9 +97,12 @@ impl FakeKubeVirt {
         }
     }
 
-    /// How many VMIs the fake has created so far (a restart creates one more).
-    pub fn vmis_created(&self) -> usize {
-        self.vmis_created.load(Ordering::SeqCst)
+    /// How many VMIs the fake has created so far in `namespace` (a restart creates one more).
+    pub fn vmis_created_in(&self, namespace: &str) -> usize {
+        self.vmis_created
+            .lock()
+            .map(|m| m.get(namespace).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 }
 
@@ -102,11 +113,16 @@ impl Drop for FakeKubeVirt {
     }
 }
 
-async fn run(client: Client, stop: Arc<AtomicBool>, created: Arc<AtomicUsize>) {
+async fn run(
+    client: Client,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+    created: Arc<Mutex<HashMap<String, usize>>>,
+) {
     // Per VM (namespace, name): since when it has wanted a VMI that does not exist.
     let mut missing_since: HashMap<(String, String), Instant> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
-        if let Err(e) = tick(&client, &mut missing_since, &created).await {
+        if let Err(e) = tick(&client, &prefix, &mut missing_since, &created).await {
             // The API server may be restarting in a test; the next tick tries again.
             eprintln!("fake kubevirt: {e}");
         }
@@ -116,8 +132,9 @@ async fn run(client: Client, stop: Arc<AtomicBool>, created: Arc<AtomicUsize>) {
 
 async fn tick(
     client: &Client,
+    prefix: &str,
     missing_since: &mut HashMap<(String, String), Instant>,
-    created: &AtomicUsize,
+    created: &Mutex<HashMap<String, usize>>,
 ) -> std::result::Result<(), kube::Error> {
     let vms: Api<DynamicObject> = Api::all_with(client.clone(), &vm_resource());
     let vmis: Api<DynamicObject> = Api::all_with(client.clone(), &vmi_resource());
@@ -125,15 +142,18 @@ async fn tick(
     let vm_list = vms.list(&labelled).await?;
     let vmi_list = vmis.list(&ListParams::default()).await?;
     let key = |o: &DynamicObject| (o.namespace().unwrap_or_default(), o.name_any());
+    let mine = |o: &&DynamicObject| o.namespace().is_some_and(|ns| ns.starts_with(prefix));
+    let vm_items: Vec<&DynamicObject> = vm_list.items.iter().filter(mine).collect();
     let live_vmis: HashMap<(String, String), &DynamicObject> = vmi_list
         .items
         .iter()
+        .filter(mine)
         .filter(|o| o.metadata.deletion_timestamp.is_none())
         .map(|o| (key(o), o))
         .collect();
 
     let mut wanted = Vec::new();
-    for vm in &vm_list.items {
+    for vm in vm_items.iter().copied() {
         let k = key(vm);
         let running = vm.data["spec"]["running"].as_bool().unwrap_or(false)
             && vm.metadata.deletion_timestamp.is_none();
@@ -154,7 +174,9 @@ async fn tick(
                     vmi.data = serde_json::json!({"spec": {}, "status": {"phase": "Running"}});
                     match ns_vmis.create(&PostParams::default(), &vmi).await {
                         Ok(_) => {
-                            created.fetch_add(1, Ordering::SeqCst);
+                            if let Ok(mut counts) = created.lock() {
+                                *counts.entry(k.0.clone()).or_insert(0) += 1;
+                            }
                             missing_since.remove(&k);
                             ready = true;
                         }
@@ -178,7 +200,7 @@ async fn tick(
             .items
             .iter()
             .any(|o| key(o) == k && o.labels().contains_key(VM_LABEL));
-        if labelled_vmi && !wanted.contains(&k) && !vm_list.items.iter().any(|vm| key(vm) == k) {
+        if labelled_vmi && !wanted.contains(&k) && !vm_items.iter().any(|vm| key(vm) == k) {
             let ns_vmis: Api<DynamicObject> =
                 Api::namespaced_with(client.clone(), &k.0, &vmi_resource());
             delete_ignoring_missing(&ns_vmis, &k.1).await?;

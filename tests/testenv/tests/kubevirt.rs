@@ -51,7 +51,7 @@ async fn vms_get_instances_ready_conditions_and_restarts() -> Result<()> {
     let client: Client = env.admin_client().await;
     install_platform_crds(&client).await?;
     let ns = env.namespace("kubevirt").await;
-    let fake = FakeKubeVirt::start(client.clone());
+    let fake = FakeKubeVirt::start(client.clone(), &ns);
     let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vm_resource());
     let vmis: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vmi_resource());
 
@@ -75,7 +75,7 @@ async fn vms_get_instances_ready_conditions_and_restarts() -> Result<()> {
         Ok(uid.is_some() && uid != first)
     })
     .await?;
-    assert_eq!(fake.vmis_created(), 2);
+    assert_eq!(fake.vmis_created_in(&ns), 2);
 
     // Stopped: no VMI, Ready=False.
     let stop = serde_json::json!({"spec": {"running": false}});
