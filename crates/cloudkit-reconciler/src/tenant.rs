@@ -5,9 +5,9 @@
 //! what exists in the cluster ([`TenantObserved`]) to a [`TenantPlan`]; the shell only reads,
 //! executes the plan's one step and writes the status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloudkit_api::metadata::{
@@ -36,7 +36,7 @@ const SETTLE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a Ready Tenant is checked for a Namespace or network deleted behind its back.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 /// Longest wait between retries of a Tenant whose setup failed.
-const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(300);
+pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Whether tenant namespaces get a primary UserDefinedNetwork (`CLOUDKIT_TENANT_NETWORK`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -296,7 +296,7 @@ pub fn plan_tenant(
                     finalizer,
                     step: None,
                     status,
-                    requeue_after: Some(MAX_FAILURE_BACKOFF),
+                    requeue_after: Some(SETTLE_INTERVAL),
                 };
             }
         },
@@ -352,6 +352,15 @@ pub fn plan_tenant(
             }
         }
     }
+}
+
+/// How long a Tenant waits after its `failures`-th failure in a row before it is tried again:
+/// doubling from the settle interval (2 s) up to [`MAX_FAILURE_BACKOFF`].
+pub fn failure_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    SETTLE_INTERVAL
+        .saturating_mul(1 << doublings)
+        .min(MAX_FAILURE_BACKOFF)
 }
 
 fn set_ready(
@@ -418,6 +427,8 @@ pub enum TenantError {
 pub struct TenantContext {
     client: Client,
     network: TenantNetwork,
+    /// Failures in a row per Tenant (`namespace/name`), for the retry backoff.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl std::fmt::Debug for TenantContext {
@@ -431,8 +442,34 @@ impl std::fmt::Debug for TenantContext {
 impl TenantContext {
     /// A context that creates networks per `network`.
     pub fn new(client: Client, network: TenantNetwork) -> Self {
-        TenantContext { client, network }
+        TenantContext {
+            client,
+            network,
+            failures: Arc::default(),
+        }
     }
+
+    /// Counts one more failure of `tenant` and gives the wait before the next try.
+    fn failed(&self, tenant: &Tenant) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key(tenant)).or_default();
+        *n = n.saturating_add(1);
+        failure_backoff(*n)
+    }
+
+    /// `tenant` is fine (or gone): its next failure starts the backoff again.
+    fn succeeded(&self, tenant: &Tenant) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&key(tenant));
+    }
+}
+
+fn key(tenant: &Tenant) -> String {
+    format!(
+        "{}/{}",
+        tenant.namespace().unwrap_or_default(),
+        tenant.name_any()
+    )
 }
 
 /// Runs the Tenant controller over `api` until `shutdown` completes.
@@ -452,9 +489,19 @@ pub async fn run_tenants(
         .await;
 }
 
-fn tenant_error_policy(_t: Arc<Tenant>, error: &TenantError, _ctx: Arc<TenantContext>) -> Action {
-    warn!(error = %error, "tenant reconcile failed");
-    Action::requeue(SETTLE_INTERVAL)
+fn tenant_error_policy(
+    tenant: Arc<Tenant>,
+    error: &TenantError,
+    ctx: Arc<TenantContext>,
+) -> Action {
+    let retry = ctx.failed(&tenant);
+    warn!(
+        tenant = %key(&tenant),
+        error = %error,
+        retry_in = ?retry,
+        "tenant reconcile failed"
+    );
+    Action::requeue(retry)
 }
 
 /// One pass over a Tenant.
@@ -506,7 +553,14 @@ pub async fn reconcile_tenant(
             other => other?,
         }
     }
-    Ok(match plan.requeue_after {
+    let requeue_after = if plan.status.phase == Some(TenantPhase::Failed) {
+        // Retried with backoff; a name that cannot work (no requeue) waits for a change.
+        plan.requeue_after.map(|_| ctx.failed(&tenant))
+    } else {
+        ctx.succeeded(&tenant);
+        plan.requeue_after
+    };
+    Ok(match requeue_after {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
@@ -897,6 +951,16 @@ mod tests {
                 "subnets": ["10.200.0.0/16"], "ipam": {"lifecycle": "Persistent"}}})
         );
         assert_eq!(json["metadata"]["labels"][PROJECT_LABEL], TENANT_NS);
+    }
+
+    #[test]
+    fn failures_back_off_up_to_five_minutes() {
+        let waits: Vec<u64> = [1, 2, 3, 4, 8, 9, 100, u32::MAX]
+            .into_iter()
+            .map(|n| failure_backoff(n).as_secs())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 256, 300, 300, 300]);
+        assert_eq!(failure_backoff(0), SETTLE_INTERVAL);
     }
 
     #[test]
