@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{debug, warn};
@@ -158,6 +159,19 @@ pub fn tenant_labels(tenant_name: &str, namespace: &str) -> BTreeMap<String, Str
         (TENANT_REF_LABEL.to_string(), tenant_name.to_string()),
         (PROJECT_LABEL.to_string(), namespace.to_string()),
     ])
+}
+
+/// The Tenant a tenant Namespace belongs to, from its `tenant-ref` label and its name
+/// (`<Tenant's namespace>-<13 characters of enc()>`), so that a change of the Namespace (its
+/// deletion, say) wakes the Tenant at once.
+pub fn tenant_of_namespace(namespace: &Namespace) -> Option<ObjectRef<Tenant>> {
+    const SUFFIX: usize = 1 + 13;
+    let tenant = namespace.labels().get(TENANT_REF_LABEL)?;
+    let name = namespace.metadata.name.as_deref()?;
+    let split = name.len().checked_sub(SUFFIX)?;
+    let (tenant_ns, suffix) = (name.get(..split)?, name.get(split..)?);
+    (!tenant_ns.is_empty() && suffix.starts_with('-'))
+        .then(|| ObjectRef::new(tenant).within(tenant_ns))
 }
 
 /// The rules of SPEC 9.3 for one Tenant.
@@ -472,13 +486,23 @@ fn key(tenant: &Tenant) -> String {
     )
 }
 
-/// Runs the Tenant controller over `api` until `shutdown` completes.
+/// Runs the Tenant controller over `api` until `shutdown` completes. Besides the Tenants it
+/// watches the tenant Namespaces (those with the `tenant-ref` label), so that a Namespace that
+/// goes away, during a teardown or behind a Ready Tenant's back, is noticed at once.
 pub async fn run_tenants(
     ctx: Arc<TenantContext>,
     api: Api<Tenant>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
+        .watches(
+            namespaces,
+            watcher::Config::default()
+                .labels(TENANT_REF_LABEL)
+                .any_semantic(),
+            |ns| tenant_of_namespace(&ns),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile_tenant, tenant_error_policy, ctx)
         .for_each(|result| async move {
@@ -961,6 +985,31 @@ mod tests {
             .collect();
         assert_eq!(waits, [2, 4, 8, 16, 256, 300, 300, 300]);
         assert_eq!(failure_backoff(0), SETTLE_INTERVAL);
+    }
+
+    #[test]
+    fn a_tenant_namespace_names_its_tenant() {
+        let ns = |name: &str, labels: &[(&str, &str)]| {
+            let mut n = Namespace::default();
+            n.metadata.name = Some(name.into());
+            n.metadata.labels = Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            n
+        };
+        let tenant = tenant_of_namespace(&ns(TENANT_NS, &[(TENANT_REF_LABEL, "tenant-x")]));
+        assert_eq!(tenant, Some(ObjectRef::new("tenant-x").within(NS)));
+        for (name, labels) in [
+            (TENANT_NS, &[][..]),
+            ("a4snha7u63pa6", &[(TENANT_REF_LABEL, "t")][..]),
+            ("-a4snha7u63pa6", &[(TENANT_REF_LABEL, "t")][..]),
+            ("nsxa4snha7u63pa6", &[(TENANT_REF_LABEL, "t")][..]),
+        ] {
+            assert_eq!(tenant_of_namespace(&ns(name, labels)), None, "{name}");
+        }
     }
 
     #[test]

@@ -383,11 +383,32 @@ async fn with_network_none_the_namespace_alone_makes_a_tenant_ready() {
         .unwrap();
     assert!(udns.items.is_empty(), "no network: {:?}", udns.items);
 
+    // A namespace deleted behind a Ready Tenant's back is noticed (the controller watches tenant
+    // namespaces; its periodic check is minutes away) and created again once it is gone.
+    let namespaces = cluster.namespaces();
+    let old_uid = namespaces.get(&tenant_ns).await.unwrap().metadata.uid;
+    namespaces
+        .delete(&tenant_ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait(
+        "the namespace to be created again and the tenant Ready",
+        || async {
+            let namespace = namespaces.get_opt(&tenant_ns).await.ok()??;
+            let tenant = tenants.get(&name).await.ok()?;
+            (namespace.metadata.uid != old_uid
+                && namespace.metadata.deletion_timestamp.is_none()
+                && tenant.phase() == Some(TenantPhase::Ready))
+            .then_some(())
+        },
+        || cluster.describe(&ns, &name, &tenant_ns),
+    )
+    .await;
+
     tenants
         .delete(&name, &DeleteParams::default())
         .await
         .unwrap();
-    let namespaces = cluster.namespaces();
     wait(
         "the tenant and its namespace to be gone",
         || async {
