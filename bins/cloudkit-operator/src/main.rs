@@ -201,24 +201,24 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
 
     ready.store(true, Ordering::Relaxed);
     // Both controllers stop on SIGTERM or when the Lease is lost, and finish in-flight passes.
-    let shutdown = || {
-        let stop = stopped(stop_rx.clone());
-        let lost = leadership.as_ref().map(leader::Leadership::lost);
-        async move {
-            match lost {
-                Some(lost) => {
-                    tokio::select! {
-                        _ = stop => {}
-                        _ = lost => {}
-                    }
+    let (halt_tx, halt_rx) = watch::channel(false);
+    let stop = stopped(stop_rx.clone());
+    let lost = leadership.as_ref().map(leader::Leadership::lost);
+    tokio::spawn(async move {
+        match lost {
+            Some(lost) => {
+                tokio::select! {
+                    _ = stop => {}
+                    _ = lost => {}
                 }
-                None => stop.await,
             }
+            None => stop.await,
         }
-    };
+        let _ = halt_tx.send(true);
+    });
     tokio::join!(
-        cloudkit_reconciler::run(ctx, api, config.concurrency, shutdown()),
-        run_tenants(tenant_ctx, tenants, shutdown()),
+        cloudkit_reconciler::run(ctx, api, config.concurrency, stopped(halt_rx.clone())),
+        run_tenants(tenant_ctx, tenants, stopped(halt_rx)),
     );
     if let Some(leadership) = leadership {
         leadership.release().await;
