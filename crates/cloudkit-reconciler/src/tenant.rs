@@ -5,9 +5,9 @@
 //! what exists in the cluster ([`TenantObserved`]) to a [`TenantPlan`]; the shell only reads,
 //! executes the plan's one step and writes the status.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloudkit_api::metadata::{
@@ -21,6 +21,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 use tracing::{debug, warn};
@@ -36,7 +37,7 @@ const SETTLE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a Ready Tenant is checked for a Namespace or network deleted behind its back.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(300);
 /// Longest wait between retries of a Tenant whose setup failed.
-const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(300);
+pub const MAX_FAILURE_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Whether tenant namespaces get a primary UserDefinedNetwork (`CLOUDKIT_TENANT_NETWORK`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -158,6 +159,19 @@ pub fn tenant_labels(tenant_name: &str, namespace: &str) -> BTreeMap<String, Str
         (TENANT_REF_LABEL.to_string(), tenant_name.to_string()),
         (PROJECT_LABEL.to_string(), namespace.to_string()),
     ])
+}
+
+/// The Tenant a tenant Namespace belongs to, from its `tenant-ref` label and its name
+/// (`<Tenant's namespace>-<13 characters of enc()>`), so that a change of the Namespace (its
+/// deletion, say) wakes the Tenant at once.
+pub fn tenant_of_namespace(namespace: &Namespace) -> Option<ObjectRef<Tenant>> {
+    const SUFFIX: usize = 1 + 13;
+    let tenant = namespace.labels().get(TENANT_REF_LABEL)?;
+    let name = namespace.metadata.name.as_deref()?;
+    let split = name.len().checked_sub(SUFFIX)?;
+    let (tenant_ns, suffix) = (name.get(..split)?, name.get(split..)?);
+    (!tenant_ns.is_empty() && suffix.starts_with('-'))
+        .then(|| ObjectRef::new(tenant).within(tenant_ns))
 }
 
 /// The rules of SPEC 9.3 for one Tenant.
@@ -296,7 +310,7 @@ pub fn plan_tenant(
                     finalizer,
                     step: None,
                     status,
-                    requeue_after: Some(MAX_FAILURE_BACKOFF),
+                    requeue_after: Some(SETTLE_INTERVAL),
                 };
             }
         },
@@ -352,6 +366,15 @@ pub fn plan_tenant(
             }
         }
     }
+}
+
+/// How long a Tenant waits after its `failures`-th failure in a row before it is tried again:
+/// doubling from the settle interval (2 s) up to [`MAX_FAILURE_BACKOFF`].
+pub fn failure_backoff(failures: u32) -> Duration {
+    let doublings = failures.saturating_sub(1).min(16);
+    SETTLE_INTERVAL
+        .saturating_mul(1 << doublings)
+        .min(MAX_FAILURE_BACKOFF)
 }
 
 fn set_ready(
@@ -418,6 +441,8 @@ pub enum TenantError {
 pub struct TenantContext {
     client: Client,
     network: TenantNetwork,
+    /// Failures in a row per Tenant (`namespace/name`), for the retry backoff.
+    failures: Arc<Mutex<HashMap<String, u32>>>,
 }
 
 impl std::fmt::Debug for TenantContext {
@@ -431,17 +456,53 @@ impl std::fmt::Debug for TenantContext {
 impl TenantContext {
     /// A context that creates networks per `network`.
     pub fn new(client: Client, network: TenantNetwork) -> Self {
-        TenantContext { client, network }
+        TenantContext {
+            client,
+            network,
+            failures: Arc::default(),
+        }
+    }
+
+    /// Counts one more failure of `tenant` and gives the wait before the next try.
+    fn failed(&self, tenant: &Tenant) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key(tenant)).or_default();
+        *n = n.saturating_add(1);
+        failure_backoff(*n)
+    }
+
+    /// `tenant` is fine (or gone): its next failure starts the backoff again.
+    fn succeeded(&self, tenant: &Tenant) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(&key(tenant));
     }
 }
 
-/// Runs the Tenant controller over `api` until `shutdown` completes.
+fn key(tenant: &Tenant) -> String {
+    format!(
+        "{}/{}",
+        tenant.namespace().unwrap_or_default(),
+        tenant.name_any()
+    )
+}
+
+/// Runs the Tenant controller over `api` until `shutdown` completes. Besides the Tenants it
+/// watches the tenant Namespaces (those with the `tenant-ref` label), so that a Namespace that
+/// goes away, during a teardown or behind a Ready Tenant's back, is noticed at once.
 pub async fn run_tenants(
     ctx: Arc<TenantContext>,
     api: Api<Tenant>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
+        .watches(
+            namespaces,
+            watcher::Config::default()
+                .labels(TENANT_REF_LABEL)
+                .any_semantic(),
+            |ns| tenant_of_namespace(&ns),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile_tenant, tenant_error_policy, ctx)
         .for_each(|result| async move {
@@ -452,9 +513,19 @@ pub async fn run_tenants(
         .await;
 }
 
-fn tenant_error_policy(_t: Arc<Tenant>, error: &TenantError, _ctx: Arc<TenantContext>) -> Action {
-    warn!(error = %error, "tenant reconcile failed");
-    Action::requeue(SETTLE_INTERVAL)
+fn tenant_error_policy(
+    tenant: Arc<Tenant>,
+    error: &TenantError,
+    ctx: Arc<TenantContext>,
+) -> Action {
+    let retry = ctx.failed(&tenant);
+    warn!(
+        tenant = %key(&tenant),
+        error = %error,
+        retry_in = ?retry,
+        "tenant reconcile failed"
+    );
+    Action::requeue(retry)
 }
 
 /// One pass over a Tenant.
@@ -506,7 +577,14 @@ pub async fn reconcile_tenant(
             other => other?,
         }
     }
-    Ok(match plan.requeue_after {
+    let requeue_after = if plan.status.phase == Some(TenantPhase::Failed) {
+        // Retried with backoff; a name that cannot work (no requeue) waits for a change.
+        plan.requeue_after.map(|_| ctx.failed(&tenant))
+    } else {
+        ctx.succeeded(&tenant);
+        plan.requeue_after
+    };
+    Ok(match requeue_after {
         Some(after) => Action::requeue(after),
         None => Action::await_change(),
     })
@@ -897,6 +975,41 @@ mod tests {
                 "subnets": ["10.200.0.0/16"], "ipam": {"lifecycle": "Persistent"}}})
         );
         assert_eq!(json["metadata"]["labels"][PROJECT_LABEL], TENANT_NS);
+    }
+
+    #[test]
+    fn failures_back_off_up_to_five_minutes() {
+        let waits: Vec<u64> = [1, 2, 3, 4, 8, 9, 100, u32::MAX]
+            .into_iter()
+            .map(|n| failure_backoff(n).as_secs())
+            .collect();
+        assert_eq!(waits, [2, 4, 8, 16, 256, 300, 300, 300]);
+        assert_eq!(failure_backoff(0), SETTLE_INTERVAL);
+    }
+
+    #[test]
+    fn a_tenant_namespace_names_its_tenant() {
+        let ns = |name: &str, labels: &[(&str, &str)]| {
+            let mut n = Namespace::default();
+            n.metadata.name = Some(name.into());
+            n.metadata.labels = Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            n
+        };
+        let tenant = tenant_of_namespace(&ns(TENANT_NS, &[(TENANT_REF_LABEL, "tenant-x")]));
+        assert_eq!(tenant, Some(ObjectRef::new("tenant-x").within(NS)));
+        for (name, labels) in [
+            (TENANT_NS, &[][..]),
+            ("a4snha7u63pa6", &[(TENANT_REF_LABEL, "t")][..]),
+            ("-a4snha7u63pa6", &[(TENANT_REF_LABEL, "t")][..]),
+            ("nsxa4snha7u63pa6", &[(TENANT_REF_LABEL, "t")][..]),
+        ] {
+            assert_eq!(tenant_of_namespace(&ns(name, labels)), None, "{name}");
+        }
     }
 
     #[test]
