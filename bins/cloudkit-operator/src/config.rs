@@ -34,6 +34,8 @@ pub const ALL_NAMESPACES: &str = "*";
 pub const ENV_PROVISIONING_PROVIDER: &str = "CLOUDKIT_PROVISIONING_PROVIDER";
 /// How long a deletion waits for an EDA provision that has not reported.
 pub const ENV_EDA_PROVISION_GRACE: &str = "CLOUDKIT_EDA_PROVISION_GRACE";
+/// How long a restart waits for a new VirtualMachineInstance.
+pub const ENV_RESTART_TIMEOUT: &str = "CLOUDKIT_RESTART_TIMEOUT";
 /// Automatic retries of a failed provision.
 pub const ENV_PROVISION_RETRY_LIMIT: &str = "CLOUDKIT_PROVISION_RETRY_LIMIT";
 /// CIs reconciled at once.
@@ -225,6 +227,17 @@ pub struct RunArgs {
         global = true
     )]
     pub eda_provision_grace: Duration,
+
+    /// How long a VM restart waits for KubeVirt to create a new VirtualMachineInstance before it
+    /// is reported as RestartFailed (RestartTimedOut).
+    #[arg(
+        long,
+        env = ENV_RESTART_TIMEOUT,
+        value_parser = setting(ENV_RESTART_TIMEOUT, duration),
+        default_value = "10m",
+        global = true
+    )]
+    pub restart_timeout: Duration,
 
     /// Jobs kept in status.jobs (1 to 1000).
     #[arg(
@@ -441,6 +454,7 @@ pub struct RunConfig {
     pub retry_limit: u32,
     pub poll_interval: Duration,
     pub eda_grace: Duration,
+    pub restart_timeout: Duration,
     pub launch_window: Duration,
     pub concurrency: u16,
     pub http_address: SocketAddr,
@@ -519,6 +533,7 @@ impl RunArgs {
             retry_limit: self.provision_retry_limit,
             poll_interval: self.aap_status_poll_interval,
             eda_grace: self.eda_provision_grace,
+            restart_timeout: self.restart_timeout,
             launch_window: request_timeout + Duration::from_secs(5),
             concurrency: self.max_concurrent_reconciles,
             http_address: self.http_address,

@@ -14,6 +14,7 @@ use cloudkit_aap::AapProvider;
 use cloudkit_api::{ComputeInstance, Tenant};
 use cloudkit_eda::EdaProvider;
 use cloudkit_provider::{Provider, ProviderRegistry};
+use cloudkit_reconciler::Platform;
 use cloudkit_reconciler::tenant::{TenantContext, run_tenants};
 use cloudkit_reconciler::{Context, Metrics, Settings};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -158,16 +159,18 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         poll_interval: config.poll_interval,
         eda_grace: config.eda_grace,
         launch_window: config.launch_window,
-        restart_timeout: cloudkit_reconciler::DEFAULT_RESTART_TIMEOUT,
+        restart_timeout: config.restart_timeout,
         active: config.active,
         providers: Default::default(),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        registry,
-        settings,
-        Arc::clone(&metrics),
-    ));
+    let platform_scope = match &config.scope {
+        WatchScope::Namespace(ns) => Some(ns.clone()),
+        WatchScope::All => None,
+    };
+    let ctx = Arc::new(
+        Context::new(client.clone(), registry, settings, Arc::clone(&metrics))
+            .with_platform(Platform::new(client.clone(), platform_scope)),
+    );
     let tenant_ctx = Arc::new(TenantContext::new(client.clone(), config.tenant_network));
     // ComputeInstances and Tenants are watched in the same scope (SPEC 12).
     let (api, tenants): (Api<ComputeInstance>, Api<Tenant>) = match &config.scope {

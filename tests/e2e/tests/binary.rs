@@ -382,7 +382,9 @@ async fn tenants_are_set_up_and_torn_down_under_the_deployed_roles() {
     let ns = scene.namespace.clone();
     let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
     scene
-        .start_operator(Scene::aap_operator("bin-tenant", &ns, &sim))
+        .start_operator(
+            Scene::aap_operator("bin-tenant", &ns, &sim).env("CLOUDKIT_TENANT_NETWORK", "udn"),
+        )
         .await;
 
     let tenants: kube::Api<Tenant> = kube::Api::namespaced(scene.client.clone(), &ns);

@@ -70,7 +70,7 @@ async fn a_ci_waits_for_its_tenant_then_tracks_its_vm_and_restarts_it_once() {
     let api = api(&ns).await;
 
     // Without the tenant annotation: no job, Accepted=False TenantMissing, one Warning.
-    CiFixture::new("vm-1").create(&api).await;
+    CiFixture::new("vm-1").without_tenant().create(&api).await;
     wait_for(&api, "vm-1", Some(&sim), "TenantMissing", |ci| {
         accepted(ci) == Some(("False".into(), "TenantMissing".into()))
     })
