@@ -31,6 +31,7 @@ demo-down:
 crds:
     CLOUDKIT_UPDATE_CRDS=1 cargo test -q -p cloudkit-api --test crd
     cp crds/computeinstance.yaml deploy/crd.yaml
+    cp crds/tenant.yaml deploy/crd-tenant.yaml
 
 # Formatting and lints, as CI wants them.
 lint:

@@ -178,7 +178,7 @@ operator() {
   shift 2
   start "$name" cloudkit-operator env -i PATH="$PATH" HOME="$HOME" NO_COLOR=1 \
     KUBECONFIG="$LIMITED_KUBECONFIG" CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE="$ns" \
-    CLOUDKIT_HTTP_ADDRESS=127.0.0.1:0 "$@" "$TARGET/cloudkit-operator"
+    CLOUDKIT_HTTP_ADDRESS=127.0.0.1:0 CLOUDKIT_TENANT_NETWORK=none "$@" "$TARGET/cloudkit-operator"
 }
 operator operator-aap demo-aap CLOUDKIT_PROVISIONING_PROVIDER=aap CLOUDKIT_AAP_URL="$SIM_URL/api" \
   CLOUDKIT_AAP_TOKEN="$SIM_TOKEN" CLOUDKIT_AAP_PROVISION_TEMPLATE=provision_vm \

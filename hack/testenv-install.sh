@@ -6,6 +6,7 @@
 #
 # Results:
 #   ~/.cache/cloudkit/kube-apiserver-1.20.2   (built once, about 6 minutes on 2 cores)
+#   ~/.cache/cloudkit/kube-controller-manager-1.20.2 (built with it, about 6 minutes more)
 #   ~/.cache/cloudkit/kubectl-1.20.2          (Debian's kubectl, matching the server)
 #   /usr/bin/etcd                             (Debian's etcd-server 3.4)
 #
@@ -15,6 +16,8 @@ set -euo pipefail
 readonly K8S_VERSION=1.20.2
 readonly CACHE_DIR="${CLOUDKIT_CACHE_DIR:-${HOME}/.cache/cloudkit}"
 readonly APISERVER_BIN="${CACHE_DIR}/kube-apiserver-${K8S_VERSION}"
+# Garbage collection by owner references and namespace deletion (Tenants) need it.
+readonly CONTROLLER_MANAGER_BIN="${CACHE_DIR}/kube-controller-manager-${K8S_VERSION}"
 readonly KUBECTL_BIN="${CACHE_DIR}/kubectl-${K8S_VERSION}"
 readonly SOURCES_FILE=/etc/apt/sources.list.d/debian.sources
 readonly SRC_SOURCES_FILE=/etc/apt/sources.list.d/cloudkit-debian-src.sources
@@ -179,8 +182,14 @@ ensure_deb_src() {
   apt_update_once
 }
 
-build_apiserver() {
-  if [ -x "$APISERVER_BIN" ] && "$APISERVER_BIN" --version >/dev/null 2>&1; then
+# Builds each of kube-apiserver and kube-controller-manager that is not cached yet, from one
+# download of the source package.
+build_kube_binaries() {
+  local wanted=()
+  [ -x "$APISERVER_BIN" ] && "$APISERVER_BIN" --version >/dev/null 2>&1 || wanted+=(kube-apiserver)
+  [ -x "$CONTROLLER_MANAGER_BIN" ] && "$CONTROLLER_MANAGER_BIN" --version >/dev/null 2>&1 ||
+    wanted+=(kube-controller-manager)
+  if [ "${#wanted[@]}" -eq 0 ]; then
     return 0
   fi
   ensure_deb_src
@@ -208,7 +217,9 @@ build_apiserver() {
     rm -f "$src/vendor/$mod/go.mod" "$src/vendor/$mod/go.sum"
   done
 
-  log "building kube-apiserver ${K8S_VERSION} (about 6 minutes on 2 cores; log: $scratch/build.log)"
+  local targets=() bin
+  for bin in "${wanted[@]}"; do targets+=("cmd/$bin"); done
+  log "building ${wanted[*]} ${K8S_VERSION} (about 6 minutes each on 2 cores; log: $scratch/build.log)"
   local started=$SECONDS
   (
     cd "$src"
@@ -217,22 +228,24 @@ build_apiserver() {
     # Without .git the version would be empty; the apiserver reports it on /version.
     export KUBE_GIT_VERSION="v${K8S_VERSION}" KUBE_GIT_TREE_STATE=archive KUBE_GIT_MAJOR=1 \
       KUBE_GIT_MINOR=20
-    GOPATH="$src/.go" GO111MODULE=off CGO_ENABLED=0 make WHAT=cmd/kube-apiserver
-  ) >"$scratch/build.log" 2>&1 || { tail -n 40 "$scratch/build.log" >&2; die "kube-apiserver build failed"; }
-  local out="$src/_output/local/bin/linux/amd64/kube-apiserver"
-  [ -x "$out" ] || out="$(find "$src/_output" -type f -name kube-apiserver -perm -u+x | head -n 1)"
-  [ -n "$out" ] && [ -x "$out" ] || die "build finished but no kube-apiserver binary was found"
-  install -m 0755 "$out" "$APISERVER_BIN.tmp"
-  mv -f "$APISERVER_BIN.tmp" "$APISERVER_BIN"
+    GOPATH="$src/.go" GO111MODULE=off CGO_ENABLED=0 make WHAT="${targets[*]}"
+  ) >"$scratch/build.log" 2>&1 || { tail -n 40 "$scratch/build.log" >&2; die "build of ${wanted[*]} failed"; }
+  for bin in "${wanted[@]}"; do
+    local out="$src/_output/local/bin/linux/amd64/$bin"
+    [ -x "$out" ] || out="$(find "$src/_output" -type f -name "$bin" -perm -u+x | head -n 1)"
+    [ -n "$out" ] && [ -x "$out" ] || die "build finished but no $bin binary was found"
+    install -m 0755 "$out" "${CACHE_DIR}/${bin}-${K8S_VERSION}.tmp"
+    mv -f "${CACHE_DIR}/${bin}-${K8S_VERSION}.tmp" "${CACHE_DIR}/${bin}-${K8S_VERSION}"
+  done
   rm -rf "$scratch"
   trap - EXIT
-  log "built $APISERVER_BIN in $((SECONDS - started)) s"
+  log "built ${wanted[*]} in $((SECONDS - started)) s"
 }
 
 main() {
   install_packages
   install_kubectl
-  build_apiserver
+  build_kube_binaries
   command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || die "etcd not found after installing etcd-server"
   log "ready: $APISERVER_BIN $("$APISERVER_BIN" --version 2>/dev/null | tr -d '\n'), etcd $(etcd --version 2>/dev/null | head -n 1 | awk '{print $3}')"
 }

@@ -18,6 +18,7 @@ use cloudkit_api::history::{
 use cloudkit_eda::{self as eda, EdaConfig};
 use cloudkit_provider::Secret;
 use cloudkit_provider::settings::{ConfigError, parse_go_duration};
+use cloudkit_reconciler::tenant::TenantNetwork;
 
 use crate::leader::LeaseSettings;
 
@@ -25,10 +26,16 @@ use crate::leader::LeaseSettings;
 // crates' constants.
 /// Namespace to watch.
 pub const ENV_NAMESPACE: &str = "CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE";
+/// The watched namespace when the setting is absent (the Go operator's default).
+pub const DEFAULT_NAMESPACE: &str = "cloudkit-computeinstance";
+/// The value of the namespace setting that watches every namespace.
+pub const ALL_NAMESPACES: &str = "*";
 /// Provider that starts new jobs.
 pub const ENV_PROVISIONING_PROVIDER: &str = "CLOUDKIT_PROVISIONING_PROVIDER";
 /// How long a deletion waits for an EDA provision that has not reported.
 pub const ENV_EDA_PROVISION_GRACE: &str = "CLOUDKIT_EDA_PROVISION_GRACE";
+/// How long a restart waits for a new VirtualMachineInstance.
+pub const ENV_RESTART_TIMEOUT: &str = "CLOUDKIT_RESTART_TIMEOUT";
 /// Automatic retries of a failed provision.
 pub const ENV_PROVISION_RETRY_LIMIT: &str = "CLOUDKIT_PROVISION_RETRY_LIMIT";
 /// CIs reconciled at once.
@@ -61,8 +68,36 @@ pub struct Cli {
 pub enum Command {
     /// Run the controller (the default).
     Run,
-    /// Print the ComputeInstance CustomResourceDefinition as YAML.
+    /// Print the ComputeInstance and Tenant CustomResourceDefinitions as YAML.
     Crd,
+}
+
+/// Where ComputeInstances and Tenants are watched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchScope {
+    /// One namespace.
+    Namespace(String),
+    /// Every namespace (`*`).
+    All,
+}
+
+impl WatchScope {
+    /// The namespace, when only one is watched.
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            WatchScope::Namespace(ns) => Some(ns),
+            WatchScope::All => None,
+        }
+    }
+}
+
+impl std::fmt::Display for WatchScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WatchScope::Namespace(ns) => f.write_str(ns),
+            WatchScope::All => f.write_str("(all namespaces)"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -86,9 +121,25 @@ pub struct RunArgs {
     #[arg(long, env = "KUBECONFIG", global = true)]
     pub kubeconfig: Option<PathBuf>,
 
-    /// Namespace to watch; all namespaces when absent.
-    #[arg(long, env = ENV_NAMESPACE, global = true)]
-    pub namespace: Option<String>,
+    /// Namespace whose ComputeInstances and Tenants are watched; `*` watches all namespaces.
+    #[arg(
+        long,
+        env = ENV_NAMESPACE,
+        value_parser = setting(ENV_NAMESPACE, watch_scope),
+        default_value = DEFAULT_NAMESPACE,
+        global = true
+    )]
+    pub namespace: WatchScope,
+
+    /// Network of tenant namespaces: udn (an OVN-Kubernetes primary UserDefinedNetwork) or none.
+    #[arg(
+        long,
+        env = TenantNetwork::ENV,
+        value_parser = setting(TenantNetwork::ENV, tenant_network),
+        default_value = "udn",
+        global = true
+    )]
+    pub tenant_network: TenantNetwork,
 
     /// Provider that starts new jobs: aap or eda. When absent, the one whose settings are present.
     #[arg(
@@ -176,6 +227,17 @@ pub struct RunArgs {
         global = true
     )]
     pub eda_provision_grace: Duration,
+
+    /// How long a VM restart waits for KubeVirt to create a new VirtualMachineInstance before it
+    /// is reported as RestartFailed (RestartTimedOut).
+    #[arg(
+        long,
+        env = ENV_RESTART_TIMEOUT,
+        value_parser = setting(ENV_RESTART_TIMEOUT, duration),
+        default_value = "10m",
+        global = true
+    )]
+    pub restart_timeout: Duration,
 
     /// Jobs kept in status.jobs (1 to 1000).
     #[arg(
@@ -307,6 +369,33 @@ fn lease_duration(value: &str) -> Result<u64, String> {
     Ok(lease.as_secs())
 }
 
+/// A namespace name, or `*` for all namespaces; empty is the default, as the Go operator read it.
+fn watch_scope(value: &str) -> Result<WatchScope, String> {
+    match value.trim() {
+        "" => Ok(WatchScope::Namespace(DEFAULT_NAMESPACE.to_string())),
+        ALL_NAMESPACES => Ok(WatchScope::All),
+        ns if is_dns_label(ns) => Ok(WatchScope::Namespace(ns.to_string())),
+        ns => Err(format!(
+            "{ns:?} is not a namespace name (lowercase letters, digits and '-', at most 63) nor {ALL_NAMESPACES:?} for all namespaces"
+        )),
+    }
+}
+
+fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn tenant_network(value: &str) -> Result<TenantNetwork, String> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is invalid: expected udn or none"))
+}
+
 fn provider(value: &str) -> Result<ProviderChoice, String> {
     match value.trim() {
         "" => Ok(ProviderChoice::BySettings),
@@ -365,11 +454,16 @@ pub struct RunConfig {
     pub retry_limit: u32,
     pub poll_interval: Duration,
     pub eda_grace: Duration,
+    pub restart_timeout: Duration,
     pub launch_window: Duration,
     pub concurrency: u16,
     pub http_address: SocketAddr,
     /// The Lease to hold while running, with `--leader-elect`.
     pub leader_election: Option<LeaseSettings>,
+    /// Where ComputeInstances and Tenants are watched.
+    pub scope: WatchScope,
+    /// Whether tenant namespaces get a UserDefinedNetwork.
+    pub tenant_network: TenantNetwork,
 }
 
 impl RunArgs {
@@ -426,7 +520,7 @@ impl RunArgs {
             namespace: self
                 .leader_election_namespace
                 .clone()
-                .or_else(|| self.namespace.clone()),
+                .or_else(|| self.namespace.namespace().map(str::to_string)),
             name: self.leader_election_lease.clone(),
             duration_secs: self.leader_election_lease_duration,
             grace_secs: (self.leader_election_lease_duration / 3).clamp(1, 5),
@@ -439,10 +533,13 @@ impl RunArgs {
             retry_limit: self.provision_retry_limit,
             poll_interval: self.aap_status_poll_interval,
             eda_grace: self.eda_provision_grace,
+            restart_timeout: self.restart_timeout,
             launch_window: request_timeout + Duration::from_secs(5),
             concurrency: self.max_concurrent_reconciles,
             http_address: self.http_address,
             leader_election,
+            scope: self.namespace.clone(),
+            tenant_network: self.tenant_network,
         })
     }
 
@@ -557,7 +654,21 @@ mod tests {
     fn value_parsers() {
         // (flag, value, what the run configuration holds)
         type Check = fn(&RunConfig) -> bool;
-        let rows: [(&str, &str, Check); 13] = [
+        let rows: [(&str, &str, Check); 19] = [
+            ("namespace", "team-a", |c| {
+                c.scope == WatchScope::Namespace("team-a".into())
+            }),
+            ("namespace", "*", |c| c.scope == WatchScope::All),
+            ("namespace", " * ", |c| c.scope == WatchScope::All),
+            ("namespace", " ", |c| {
+                c.scope == WatchScope::Namespace(DEFAULT_NAMESPACE.into())
+            }),
+            ("tenant-network", "none", |c| {
+                c.tenant_network == TenantNetwork::None
+            }),
+            ("tenant-network", "udn", |c| {
+                c.tenant_network == TenantNetwork::Udn
+            }),
             ("aap-status-poll-interval", "2m30s", |c| {
                 c.poll_interval == Duration::from_secs(150)
             }),
@@ -635,7 +746,7 @@ mod tests {
             .expect("default");
         assert_eq!((lease.duration_secs, lease.grace_secs), (15, 5));
         assert_eq!(lease.name, "cloudkit-operator");
-        assert_eq!(lease.namespace, None);
+        assert_eq!(lease.namespace.as_deref(), Some(DEFAULT_NAMESPACE));
         assert!(ok(AAP).leader_election.is_none(), "off by default");
     }
 
@@ -647,6 +758,12 @@ mod tests {
                 .and_then(|l| l.namespace)
         };
         assert_eq!(lease(&[("namespace", "ci")]).as_deref(), Some("ci"));
+        assert_eq!(lease(&[]).as_deref(), Some(DEFAULT_NAMESPACE));
+        assert_eq!(
+            lease(&[("namespace", "*")]),
+            None,
+            "all namespaces: the client's namespace"
+        );
         assert_eq!(
             lease(&[("namespace", "ci"), ("leader-election-namespace", "ops")]).as_deref(),
             Some("ops")
@@ -768,6 +885,18 @@ mod tests {
                 with(EDA, &[("minimum-request-interval", "5")]),
                 "CLOUDKIT_MINIMUM_REQUEST_INTERVAL",
             ),
+            (
+                with(AAP, &[("tenant-network", "ovn")]),
+                "CLOUDKIT_TENANT_NETWORK",
+            ),
+            (
+                with(AAP, &[("namespace", "Team_A")]),
+                "CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE",
+            ),
+            (
+                with(AAP, &[("namespace", "a,b")]),
+                "CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE",
+            ),
         ];
         for (pairs, var) in rows {
             let e = error(&pairs);
@@ -824,6 +953,12 @@ mod tests {
         assert_eq!(c.eda_grace, Duration::from_secs(300));
         assert_eq!(c.concurrency, 16);
         assert_eq!(c.http_address, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert_eq!(
+            c.scope,
+            WatchScope::Namespace("cloudkit-computeinstance".into()),
+            "the Go operator's default"
+        );
+        assert_eq!(c.tenant_network, TenantNetwork::Udn);
         assert!(c.aap.as_ref().is_some_and(|a| !a.insecure_skip_verify()));
         assert!(c.eda.is_none());
         let c = ok(EDA);

@@ -11,16 +11,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::Parser;
 use cloudkit_aap::AapProvider;
-use cloudkit_api::ComputeInstance;
+use cloudkit_api::{ComputeInstance, Tenant};
 use cloudkit_eda::EdaProvider;
 use cloudkit_provider::{Provider, ProviderRegistry};
+use cloudkit_reconciler::Platform;
+use cloudkit_reconciler::tenant::{TenantContext, run_tenants};
 use cloudkit_reconciler::{Context, Metrics, Settings};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
 use tokio::sync::watch;
 use tracing::{error, info};
 
-use crate::config::{Cli, Command, LogFormat, RunArgs, RunConfig};
+use crate::config::{Cli, Command, LogFormat, RunArgs, RunConfig, WatchScope};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -64,14 +66,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The CRDs as one multi-document YAML: `crds/computeinstance.yaml`, then `crds/tenant.yaml`.
 fn print_crd() -> ExitCode {
-    match cloudkit_api::crd_yaml() {
-        Ok(yaml) => {
-            print!("{yaml}");
+    match cloudkit_api::crd_yaml().and_then(|ci| Ok((ci, cloudkit_api::tenant_crd_yaml()?))) {
+        Ok((ci, tenant)) => {
+            print!("{ci}---\n{tenant}");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: cannot render the CRD: {e}");
+            eprintln!("error: cannot render the CRDs: {e}");
             ExitCode::FAILURE
         }
     }
@@ -156,22 +159,31 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         poll_interval: config.poll_interval,
         eda_grace: config.eda_grace,
         launch_window: config.launch_window,
+        restart_timeout: config.restart_timeout,
         active: config.active,
         providers: Default::default(),
     };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        registry,
-        settings,
-        Arc::clone(&metrics),
-    ));
-    let api: Api<ComputeInstance> = match &args.namespace {
-        Some(ns) if !ns.is_empty() => Api::namespaced(client.clone(), ns),
-        _ => Api::all(client.clone()),
+    let platform_scope = match &config.scope {
+        WatchScope::Namespace(ns) => Some(ns.clone()),
+        WatchScope::All => None,
+    };
+    let ctx = Arc::new(
+        Context::new(client.clone(), registry, settings, Arc::clone(&metrics))
+            .with_platform(Platform::new(client.clone(), platform_scope)),
+    );
+    let tenant_ctx = Arc::new(TenantContext::new(client.clone(), config.tenant_network));
+    // ComputeInstances and Tenants are watched in the same scope (SPEC 12).
+    let (api, tenants): (Api<ComputeInstance>, Api<Tenant>) = match &config.scope {
+        WatchScope::Namespace(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        WatchScope::All => (Api::all(client.clone()), Api::all(client.clone())),
     };
     info!(
         provider = %config.active,
-        namespace = args.namespace.as_deref().unwrap_or("(all)"),
+        namespace = %config.scope,
+        tenant_network = ?config.tenant_network,
         "starting controller"
     );
 
@@ -192,22 +204,26 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
     };
 
     ready.store(true, Ordering::Relaxed);
-    let shutdown = {
-        let stop = stopped(stop_rx.clone());
-        let lost = leadership.as_ref().map(leader::Leadership::lost);
-        async move {
-            match lost {
-                Some(lost) => {
-                    tokio::select! {
-                        _ = stop => {}
-                        _ = lost => {}
-                    }
+    // Both controllers stop on SIGTERM or when the Lease is lost, and finish in-flight passes.
+    let (halt_tx, halt_rx) = watch::channel(false);
+    let stop = stopped(stop_rx.clone());
+    let lost = leadership.as_ref().map(leader::Leadership::lost);
+    tokio::spawn(async move {
+        match lost {
+            Some(lost) => {
+                tokio::select! {
+                    _ = stop => {}
+                    _ = lost => {}
                 }
-                None => stop.await,
             }
+            None => stop.await,
         }
-    };
-    cloudkit_reconciler::run(ctx, api, config.concurrency, shutdown).await;
+        let _ = halt_tx.send(true);
+    });
+    tokio::join!(
+        cloudkit_reconciler::run(ctx, api, config.concurrency, stopped(halt_rx.clone())),
+        run_tenants(tenant_ctx, tenants, stopped(halt_rx)),
+    );
     if let Some(leadership) = leadership {
         leadership.release().await;
     }

@@ -170,9 +170,10 @@ pub struct ComputeInstanceStatus {
     /// Coarse lifecycle phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// Standard conditions: ConfigurationApplied, DeletionBlocked.
+    /// Standard conditions: ConfigurationApplied, DeletionBlocked, and the Go operator's
+    /// Accepted, Progressing, Available, Deleting, RestartInProgress, RestartFailed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "crate::conditions::conditions_schema")]
     pub conditions: Vec<Condition>,
     /// Generation last acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +188,34 @@ pub struct ComputeInstanceStatus {
     /// Job history, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<JobStatus>,
+    /// The `spec.restartRequestedAt` of the last restart that completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restarted_at: Option<Time>,
+    /// The Tenant this CI runs in; once set, it is not derived again from the annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_reference: Option<TenantReference>,
+    /// The KubeVirt VirtualMachine the automation created for this CI.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_machine_reference: Option<VirtualMachineReference>,
+}
+
+/// Reference to a `Tenant`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TenantReference {
+    /// Name of the Tenant.
+    pub name: String,
+    /// Namespace of the Tenant (the CI's namespace).
+    pub namespace: String,
+}
+
+/// Reference to a KubeVirt `VirtualMachine`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VirtualMachineReference {
+    /// Namespace of the VirtualMachine (the tenant's namespace).
+    pub namespace: String,
+    /// Name of the VirtualMachine.
+    pub kube_virt_virtual_machine_name: String,
 }
 
 /// Why a spec cannot be acted on although the API server accepted it.

@@ -21,20 +21,24 @@
 //! ```
 
 mod compute_instance;
+pub mod conditions;
 mod config_version;
 pub mod history;
 pub mod intent;
 mod job;
 mod launch_key;
 pub mod metadata;
+pub mod names;
+mod tenant;
 
 pub use compute_instance::{
     ComputeInstance, ComputeInstanceSpec, ComputeInstanceStatus, DiskSpec, ImageSourceType,
-    ImageSpec, Phase, RunStrategy, SecretRef, SpecError,
+    ImageSpec, Phase, RunStrategy, SecretRef, SpecError, TenantReference, VirtualMachineReference,
 };
 pub use config_version::{canonical_spec_json, config_version, fnv1a64};
 pub use job::{AapJobKind, EDA_JOB_ID_PREFIX, JobState, JobStatus, JobType, ProviderKind};
 pub use launch_key::{LaunchKey, LaunchKeyError};
+pub use tenant::{Tenant, TenantPhase, TenantSpec, TenantStatus};
 
 use kube::CustomResourceExt;
 
@@ -47,4 +51,15 @@ pub fn crd()
 /// The CRD as YAML, exactly as committed under `crds/computeinstance.yaml`.
 pub fn crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
     serde_saphyr::to_string(&crd())
+}
+
+/// The Tenant CustomResourceDefinition generated from the Rust types.
+pub fn tenant_crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    Tenant::crd()
+}
+
+/// The Tenant CRD as YAML, exactly as committed under `crds/tenant.yaml`.
+pub fn tenant_crd_yaml() -> Result<String, serde_saphyr::ser::Error> {
+    serde_saphyr::to_string(&tenant_crd())
 }

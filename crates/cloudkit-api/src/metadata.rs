@@ -29,11 +29,51 @@ pub const PROVISION_INTENT_ANNOTATION: &str = "cloudkit.openshift.io/provision-i
 /// Label set by the fulfillment service; carried through untouched.
 pub const UUID_LABEL: &str = "cloudkit.openshift.io/computeinstance-uuid";
 
+/// Annotation on a ComputeInstance naming its tenant (SPEC 9.4); read while
+/// `status.tenantReference` is empty.
+pub const TENANT_ANNOTATION: &str = "cloudkit.openshift.io/tenant";
+
+/// Finalizer the operator puts on a Tenant until its namespace and network are gone.
+pub const TENANT_FINALIZER: &str = "cloudkit.openshift.io/tenant";
+
+/// Finalizer the feedback controller puts on a ComputeInstance with the [`UUID_LABEL`] until the
+/// fulfillment service has been told of its deletion.
+pub const FEEDBACK_FINALIZER: &str = "cloudkit.openshift.io/computeinstance-feedback";
+
+/// Label on a KubeVirt VirtualMachine naming the ComputeInstance it belongs to.
+pub const COMPUTE_INSTANCE_LABEL: &str = "cloudkit.openshift.io/computeinstance";
+
+/// Label `app.kubernetes.io/name` and the value the Go operator set on the objects it created.
+pub const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Value of [`APP_NAME_LABEL`] on Tenants, tenant Namespaces and networks.
+pub const APP_NAME: &str = "osac-operator";
+/// Label on a tenant Namespace and network naming the Tenant.
+pub const TENANT_REF_LABEL: &str = "cloudkit.openshift.io/tenant-ref";
+/// Label on a tenant Namespace and network naming the tenant namespace.
+pub const PROJECT_LABEL: &str = "cloudkit.openshift.io/project";
+/// Label that makes OVN-Kubernetes use the namespace's UserDefinedNetwork as primary network.
+pub const PRIMARY_UDN_LABEL: &str = "k8s.ovn.org/primary-user-defined-network";
+
 /// Condition type: true when the desired configuration has been applied.
 pub const CONDITION_CONFIGURATION_APPLIED: &str = "ConfigurationApplied";
 
 /// Condition type: true when a failed deprovision keeps the CI from being deleted.
 pub const CONDITION_DELETION_BLOCKED: &str = "DeletionBlocked";
+
+/// Condition type (Go operator): the CI can be acted on (its tenant is Ready).
+pub const CONDITION_ACCEPTED: &str = "Accepted";
+/// Condition type (Go operator): a configuration is being applied or a job runs.
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+/// Condition type (Go operator): the VirtualMachine is Ready.
+pub const CONDITION_AVAILABLE: &str = "Available";
+/// Condition type (Go operator): deletion has started.
+pub const CONDITION_DELETING: &str = "Deleting";
+/// Condition type (Go operator): a requested restart is under way.
+pub const CONDITION_RESTART_IN_PROGRESS: &str = "RestartInProgress";
+/// Condition type (Go operator): a requested restart could not be carried out.
+pub const CONDITION_RESTART_FAILED: &str = "RestartFailed";
+/// Condition type of a Tenant: its namespace and network exist.
+pub const CONDITION_READY: &str = "Ready";
 
 impl crate::ComputeInstance {
     /// Whether the CI carries `finalizer`.

@@ -27,6 +27,7 @@ use crate::decide::decide;
 use crate::metrics::Metrics;
 use crate::outcome::LaunchAnswer;
 use crate::plan::{EventSpec, EventType, FinalizerChange, Observed, ProviderCall};
+use crate::platform::Platform;
 use crate::settings::{Capabilities, Settings};
 use crate::writes::{
     self, FIELD_MANAGER, LaunchOutcome, STALE_RETRY, advance, record_answer, set_finalizer,
@@ -70,6 +71,8 @@ pub(crate) struct Memory {
     /// Per CI uid: the resourceVersions the last pass's own writes replaced. The cache can still
     /// hand out such a version for a moment; a pass over it would only be refused with 409.
     superseded: HashMap<String, Vec<String>>,
+    /// Per CI uid: why the last deletion of a VMI for a restart failed.
+    restart_errors: HashMap<String, String>,
 }
 
 impl Memory {
@@ -97,6 +100,7 @@ pub struct Context {
     recorder: Recorder,
     pub(crate) metrics: Arc<Metrics>,
     memory: Mutex<Memory>,
+    platform: Option<Platform>,
 }
 
 impl std::fmt::Debug for Context {
@@ -130,7 +134,15 @@ impl Context {
             recorder,
             metrics,
             memory: Mutex::new(Memory::default()),
+            platform: None,
         }
+    }
+
+    /// Also manages the CIs' Tenants and tracks their VirtualMachines (SPEC 9.4, 10, 11).
+    /// Without it, no job waits for a Tenant and VMs are not looked at.
+    pub fn with_platform(mut self, platform: Platform) -> Self {
+        self.platform = Some(platform);
+        self
     }
 
     /// The effective settings.
@@ -170,9 +182,17 @@ pub async fn run(
         .modify(slim)
         .reflect(writer)
         .touched_objects();
-    Controller::for_stream(stream, reader)
+    let mut controller = Controller::for_stream(stream, reader)
         .with_config(ControllerConfig::default().concurrency(concurrency))
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown);
+    // The platform's watches end with this function, also when it is dropped mid-way.
+    let mut _watches = None;
+    if let Some(platform) = &ctx.platform {
+        let (wake, task) = platform.start();
+        controller = controller.reconcile_on(wake);
+        _watches = Some(AbortOnDrop(task));
+    }
+    controller
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -180,6 +200,15 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 fn error_policy(_ci: Arc<ComputeInstance>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -214,7 +243,7 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
     }
     let mut replaced = Vec::new();
 
-    let observed = observe(ci, ctx, &uid).await;
+    let observed = observe(ci, ctx, &uid).await?;
     let now = Timestamp::now();
     let plan = decide(raw, &observed, now, &ctx.settings);
     let mut requeue = plan.requeue_after;
@@ -224,6 +253,9 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
             .job_finished(f.job_type, f.provider, f.state, f.duration);
     }
 
+    if let (Some(change), Some(platform)) = (&plan.tenant, &ctx.platform) {
+        platform.change_tenant(raw, change).await?;
+    }
     let mut current = ci.clone();
     if plan.finalizer == FinalizerChange::Add {
         let result = set_finalizer(&api, &current, true, plan.first_intent.as_ref()).await;
@@ -239,6 +271,21 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
         let result = write_status(&api, &current, status, &ctx.metrics).await;
         if !advance(result, &mut current, &mut replaced, ctx, "status")? {
             return Ok(Action::requeue(STALE_RETRY));
+        }
+    }
+
+    // After the status: it records the restart's intent before the VMI goes.
+    if let (Some(target), Some(platform)) = (&plan.restart, &ctx.platform) {
+        match platform.delete_vmi(target).await {
+            Ok(()) => {
+                ctx.memory().restart_errors.remove(&uid);
+            }
+            Err(e) => {
+                warn!(error = %e, vmi = %target.name, "deleting the VirtualMachineInstance for a restart");
+                ctx.memory()
+                    .restart_errors
+                    .insert(uid.clone(), e.to_string());
+            }
         }
     }
 
@@ -280,8 +327,16 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
 }
 
 /// Reads the state of non-terminal jobs and looks up lost launches.
-async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
+async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Result<Observed, Error> {
     let mut observed = Observed::default();
+    if let Some(platform) = &ctx.platform {
+        observed.tenant = Some(platform.tenant_view(ci));
+        observed.vms = Some(platform.vm_view(ci));
+        if crate::restart::needs_vmi(ci) {
+            observed.vmi = platform.vmi_state(ci).await?;
+        }
+        observed.restart_error = ctx.memory().restart_errors.get(uid).cloned();
+    }
     {
         let memory = ctx.memory();
         if let Some((at, refusal)) = memory.not_before.get(uid) {
@@ -296,7 +351,7 @@ async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
             .collect();
     }
     let Some(status) = &ci.status else {
-        return observed;
+        return Ok(observed);
     };
     let now = Timestamp::now();
     let fresh_result = reports_new_result(ci, status);
@@ -352,7 +407,7 @@ async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Observed {
             }
         }
     }
-    observed
+    Ok(observed)
 }
 
 /// Calls the provider for a recorded intent and records its answer
@@ -477,6 +532,7 @@ fn forget(ctx: &Context, uid: &str) {
     memory.not_before.remove(uid);
     memory.cancels.retain(|(u, _)| u != uid);
     memory.polled.retain(|(u, _), _| u != uid);
+    memory.restart_errors.remove(uid);
 }
 
 fn err_label<T>(r: &Result<T, ProviderError>) -> Option<&'static str> {

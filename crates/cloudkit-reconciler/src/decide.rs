@@ -9,21 +9,25 @@ use std::collections::BTreeSet;
 use cloudkit_api::history::{latest_job, next_eda_job_id, trim_history};
 use cloudkit_api::intent::{status_never_written, with_recorded_intent};
 use cloudkit_api::metadata::{
-    CONDITION_CONFIGURATION_APPLIED, CONDITION_DELETION_BLOCKED, FINALIZER,
-    MANAGEMENT_STATE_ANNOTATION, ManagementState, RECONCILED_CONFIG_VERSION_ANNOTATION,
-    RETRY_ANNOTATION,
+    CONDITION_ACCEPTED, CONDITION_CONFIGURATION_APPLIED, CONDITION_DELETING,
+    CONDITION_DELETION_BLOCKED, CONDITION_PROGRESSING, FINALIZER, MANAGEMENT_STATE_ANNOTATION,
+    ManagementState, RECONCILED_CONFIG_VERSION_ANNOTATION, RETRY_ANNOTATION,
 };
 use cloudkit_api::{
     ComputeInstance, ComputeInstanceStatus, JobState, JobStatus, JobType, LaunchKey, Phase,
-    config_version,
+    TenantPhase, TenantReference, config_version,
 };
 use cloudkit_provider::{LaunchLookup, ProviderErrorKind};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::availability::apply_availability;
 use crate::conditions::{find_condition, is_true, set_condition};
 use crate::messages::{self, reason};
-use crate::plan::{EventSpec, FinalizerChange, FinishedJob, Observed, Plan, ProviderCall};
+use crate::plan::{
+    EventSpec, FinalizerChange, FinishedJob, Observed, Plan, ProviderCall, TenantChange, TenantView,
+};
+use crate::restart::{RESTART_CHECK_INTERVAL, plan_restart, record_delete_failure};
 use crate::settings::Settings;
 use crate::time::{add, elapsed};
 
@@ -108,12 +112,20 @@ pub fn decide(
     let reconciled = reconciled.unwrap_or_default();
 
     let invalid = ci.spec.validate().err().map(|e| e.to_string());
+    // SPEC 9.4: no job before the CI's Tenant is Ready. Deletion does not wait for a tenant.
+    let waiting_for_tenant = match (&observed.tenant, deleting) {
+        (Some(view), false) => decision.tenant(&mut st, &old, view, generation),
+        _ => None,
+    };
 
     if deleting {
         st.phase = Some(Phase::Deleting);
         decision.decide_delete(&mut st, has_aap_finalizer, retry_token, generation);
     } else {
-        let outlook = if invalid.is_some() || management == ManagementState::Manual {
+        let outlook = if invalid.is_some()
+            || management == ManagementState::Manual
+            || waiting_for_tenant.is_some()
+        {
             decision.waiting_outlook(&st.jobs, &desired)
         } else {
             decision.decide_provision(&mut st, &desired, &reconciled, retry_token)
@@ -133,6 +145,8 @@ pub fn decide(
             (true, reason::APPLIED, messages::applied(&desired))
         } else if management == ManagementState::Manual {
             (false, reason::MANUAL, messages::MANUAL.to_string())
+        } else if let Some((reason, msg)) = &waiting_for_tenant {
+            (false, *reason, msg.clone())
         } else if let Some(msg) = decision.provider_error.clone() {
             (false, reason::PROVIDER_ERROR, msg)
         } else {
@@ -164,6 +178,8 @@ pub fn decide(
         decision.event_on_new_reason(&old, reason, &message);
     }
 
+    decision.platform_conditions(ci, &mut st, observed, deleting, &desired, generation);
+
     trim_history(&mut st.jobs, settings.history_limit);
     if st != old {
         plan.status = Some(st);
@@ -192,6 +208,9 @@ fn first_intent(plan: &Plan, status_never_written: bool) -> Option<JobStatus> {
         .find(|j| j.launch_key.as_ref() == Some(launch_key))
         .cloned()
 }
+
+/// How soon a CI whose Tenant is on its way is looked at again.
+const TENANT_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What is ahead for the current configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -653,6 +672,165 @@ impl Decision<'_> {
     }
 
     /// Warning events for conditions that newly turn into a problem.
+    /// SPEC 9.4: the CI's Tenant. Sets `Accepted` and `tenantReference`, plans the Tenant's
+    /// creation or adoption, and answers why jobs must wait, if they must.
+    fn tenant(
+        &mut self,
+        st: &mut ComputeInstanceStatus,
+        old: &ComputeInstanceStatus,
+        view: &TenantView,
+        generation: Option<i64>,
+    ) -> Option<(&'static str, String)> {
+        let waiting = match view {
+            TenantView::Unnamed => Some((reason::TENANT_MISSING, messages::tenant_missing())),
+            TenantView::Missing { name, tenant_name } => {
+                self.plan.tenant = Some(TenantChange::Create {
+                    name: name.clone(),
+                    tenant_name: tenant_name.clone(),
+                });
+                Some((
+                    reason::TENANT_NOT_READY,
+                    messages::tenant_not_ready(name, None),
+                ))
+            }
+            TenantView::Present(t) => {
+                if !t.owned_by_ci {
+                    self.plan.tenant = Some(TenantChange::Own {
+                        name: t.name.clone(),
+                    });
+                }
+                if st.tenant_reference.is_none() {
+                    st.tenant_reference = Some(TenantReference {
+                        name: t.name.clone(),
+                        namespace: t.namespace.clone(),
+                    });
+                }
+                match t.phase {
+                    Some(TenantPhase::Ready) => None,
+                    Some(TenantPhase::Failed) => Some((
+                        reason::TENANT_FAILED,
+                        messages::tenant_failed(&t.name, t.message.as_deref()),
+                    )),
+                    _ => Some((
+                        reason::TENANT_NOT_READY,
+                        messages::tenant_not_ready(&t.name, t.message.as_deref()),
+                    )),
+                }
+            }
+        };
+        let (accepted, reason, message) = match &waiting {
+            Some((reason, message)) => (false, *reason, message.clone()),
+            None => {
+                let (name, namespace) = match view {
+                    TenantView::Present(t) => (t.name.as_str(), t.tenant_namespace.as_deref()),
+                    _ => ("", None),
+                };
+                (
+                    true,
+                    reason::TENANT_READY,
+                    messages::tenant_ready(name, namespace),
+                )
+            }
+        };
+        set_condition(
+            &mut st.conditions,
+            CONDITION_ACCEPTED,
+            accepted,
+            reason,
+            &message,
+            generation,
+            self.now,
+        );
+        let before = find_condition(&old.conditions, CONDITION_ACCEPTED).map(|c| c.reason.as_str());
+        if before != Some(reason)
+            && matches!(reason, reason::TENANT_MISSING | reason::TENANT_FAILED)
+        {
+            self.plan
+                .events
+                .push(EventSpec::warning(reason, message.clone()));
+        }
+        // A CI without a tenant waits for a change of itself (the annotation); one whose Tenant
+        // is on its way is looked at again shortly.
+        if waiting.is_some() && !matches!(view, TenantView::Unnamed) {
+            self.plan.requeue(TENANT_CHECK_INTERVAL);
+        }
+        waiting
+    }
+
+    /// SPEC 10-12: `Progressing`, `Deleting`, `Available` and restarts.
+    fn platform_conditions(
+        &mut self,
+        ci: &ComputeInstance,
+        st: &mut ComputeInstanceStatus,
+        observed: &Observed,
+        deleting: bool,
+        desired: &str,
+        generation: Option<i64>,
+    ) {
+        let busy = st.jobs.iter().any(|j| !j.is_terminal())
+            || (!deleting && st.reconciled_config_version.as_deref() != Some(desired));
+        let (reason, message) = if busy {
+            (reason::PROGRESSING, messages::APPLYING_CONFIGURATION)
+        } else {
+            (reason::IDLE, messages::NOTHING_IN_PROGRESS)
+        };
+        set_condition(
+            &mut st.conditions,
+            CONDITION_PROGRESSING,
+            busy,
+            reason,
+            message,
+            generation,
+            self.now,
+        );
+        if deleting {
+            set_condition(
+                &mut st.conditions,
+                CONDITION_DELETING,
+                true,
+                reason::DELETING,
+                messages::DELETION_STARTED,
+                generation,
+                self.now,
+            );
+        }
+        let Some(vms) = &observed.vms else {
+            return;
+        };
+        let tenant_namespace = match &observed.tenant {
+            Some(TenantView::Present(t)) => t.tenant_namespace.clone(),
+            _ => None,
+        };
+        apply_availability(
+            &ci.metadata.name.clone().unwrap_or_default(),
+            tenant_namespace.as_deref(),
+            vms,
+            st,
+            generation,
+            self.now,
+        );
+        if deleting {
+            return;
+        }
+        let restart = plan_restart(
+            ci.spec.restart_requested_at.as_ref(),
+            st,
+            observed.vmi.clone(),
+            generation,
+            self.now,
+            self.settings.restart_timeout,
+        );
+        if let Some(error) = &observed.restart_error
+            && restart.delete.is_some()
+        {
+            record_delete_failure(st, error, generation, self.now);
+        }
+        if let Some(after) = restart.requeue_after {
+            self.plan.requeue(after.min(RESTART_CHECK_INTERVAL));
+        }
+        self.plan.restart = restart.delete;
+    }
+
     fn event_on_new_reason(&mut self, old: &ComputeInstanceStatus, reason: &str, message: &str) {
         let before = find_condition(&old.conditions, CONDITION_CONFIGURATION_APPLIED)
             .map(|c| c.reason.as_str());

@@ -57,6 +57,7 @@
 //!     poll_interval: Duration::from_secs(30),
 //!     eda_grace: Duration::from_secs(300),
 //!     launch_window: Duration::from_secs(35),
+//!     restart_timeout: Duration::from_secs(600),
 //!     active: MyAutomation.kind(),
 //!     providers: [(MyAutomation.kind(), capabilities(&MyAutomation))].into(),
 //! };
@@ -82,6 +83,7 @@
 //! let _needs_a_cluster = serve;
 //! ```
 
+pub mod availability;
 mod conditions;
 mod controller;
 mod decide;
@@ -89,11 +91,15 @@ mod messages;
 mod metrics;
 mod outcome;
 mod plan;
+mod platform;
+pub mod restart;
 mod settings;
+pub mod tenant;
 mod time;
 mod writes;
 
-pub use conditions::{find_condition, is_true, set_condition};
+pub use availability::{VmObservation, VmView, apply_availability};
+pub use conditions::{find_condition, is_true, remove_condition, set_condition};
 pub use controller::{Context, Error, capabilities, reconcile, run};
 pub use decide::{decide, reconciled_version};
 pub use messages::reason;
@@ -101,6 +107,8 @@ pub use metrics::Metrics;
 pub use outcome::{Effect, LaunchAnswer, apply_launch_answer, pending_intent};
 pub use plan::{
     ErrorInfo, EventSpec, EventType, FinalizerChange, FinishedJob, Observed, Plan, ProviderCall,
+    TenantChange, TenantState, TenantView,
 };
-pub use settings::{Capabilities, MAX_RETRY_BACKOFF, Settings};
+pub use platform::{KUBEVIRT_DISCOVERY_INTERVAL, Platform, vm_resource, vmi_resource};
+pub use settings::{Capabilities, DEFAULT_RESTART_TIMEOUT, MAX_RETRY_BACKOFF, Settings};
 pub use writes::FIELD_MANAGER;

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use cloudkit_api::metadata::{AAP_FINALIZER, MANAGEMENT_STATE_ANNOTATION, RETRY_ANNOTATION};
+use cloudkit_api::metadata::{
+    AAP_FINALIZER, MANAGEMENT_STATE_ANNOTATION, RETRY_ANNOTATION, TENANT_ANNOTATION,
+};
 use cloudkit_api::{JobStatus, JobType, history::latest_job};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -30,6 +32,62 @@ pub mod reason {
     pub const DEPROVISION_FAILED: &str = "DeprovisionFailed";
     /// Deletion is not blocked (any more).
     pub const NOT_BLOCKED: &str = "NotBlocked";
+    /// `Accepted`: the CI names no tenant.
+    pub const TENANT_MISSING: &str = "TenantMissing";
+    /// `Accepted`: the Tenant is being created or is not Ready yet.
+    pub const TENANT_NOT_READY: &str = "TenantNotReady";
+    /// `Accepted`: the Tenant failed.
+    pub const TENANT_FAILED: &str = "TenantFailed";
+    /// `Accepted`: the Tenant is Ready.
+    pub const TENANT_READY: &str = "TenantReady";
+    /// `Progressing`: a configuration is being applied or a job runs.
+    pub const PROGRESSING: &str = "Progressing";
+    /// `Progressing`: nothing is under way.
+    pub const IDLE: &str = "Idle";
+    /// `Deleting`: deletion has started.
+    pub const DELETING: &str = "Deleting";
+}
+
+/// `Progressing=True` message (the Go operator's).
+pub(crate) const APPLYING_CONFIGURATION: &str = "Applying configuration";
+
+/// `Progressing=False` message.
+pub(crate) const NOTHING_IN_PROGRESS: &str = "No configuration change or job in progress";
+
+/// `Deleting=True` message.
+pub(crate) const DELETION_STARTED: &str = "Deletion has started";
+
+/// `Accepted=False` message of a CI without a tenant.
+pub(crate) fn tenant_missing() -> String {
+    format!(
+        "no tenant: set the annotation {TENANT_ANNOTATION} to the name of the tenant the VM belongs to"
+    )
+}
+
+/// `Accepted=False` message while the Tenant is created or not Ready.
+pub(crate) fn tenant_not_ready(name: &str, message: Option<&str>) -> String {
+    match message {
+        Some(m) if !m.is_empty() => format!("waiting for tenant {name} to be Ready: {m}"),
+        _ => format!("waiting for tenant {name} to be Ready"),
+    }
+}
+
+/// `Accepted=False` message of a failed Tenant.
+pub(crate) fn tenant_failed(name: &str, message: Option<&str>) -> String {
+    format!(
+        "tenant {name} failed: {}",
+        message
+            .filter(|m| !m.is_empty())
+            .unwrap_or("no reason given")
+    )
+}
+
+/// `Accepted=True` message.
+pub(crate) fn tenant_ready(name: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("tenant {name} is Ready (namespace {ns})"),
+        None => format!("tenant {name} is Ready"),
+    }
 }
 
 /// Event message when a manual CI is deleted.

@@ -4,9 +4,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use cloudkit_api::{ComputeInstanceStatus, JobState, JobStatus, JobType, ProviderKind};
+use cloudkit_api::{
+    ComputeInstanceStatus, JobState, JobStatus, JobType, ProviderKind, TenantPhase,
+};
 use cloudkit_provider::{JobObservation, LaunchLookup, ProviderErrorKind};
 use k8s_openapi::jiff::Timestamp;
+
+use crate::availability::VmView;
+use crate::restart::{DeleteVmi, VmiState};
 
 /// A provider error reduced to what decisions need (provider errors are not `Clone`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,6 +50,68 @@ pub struct Observed {
     pub launch_refusal: Option<String>,
     /// Jobs this process already asked to cancel; not asked again.
     pub cancel_requested: BTreeSet<String>,
+    /// The Tenant the CI needs (SPEC 9.4). `None`: tenants are not managed here (a controller
+    /// that embeds the rules without the Tenant controller); no job waits for one.
+    pub tenant: Option<TenantView>,
+    /// The VirtualMachines labelled for the CI (SPEC 10). `None`: VMs are not tracked; the
+    /// availability and restart rules do not run.
+    pub vms: Option<VmView>,
+    /// The VirtualMachineInstance named by the CI's VM reference, looked up while a restart is
+    /// pending or under way ([`crate::restart::needs_vmi`]).
+    pub vmi: VmiState,
+    /// Why the last deletion of a VMI for a restart failed, if it did.
+    pub restart_error: Option<String>,
+}
+
+/// What the operator knows of the Tenant a CI needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TenantView {
+    /// The CI names no tenant: no `status.tenantReference`, no (or an empty) annotation
+    /// `cloudkit.openshift.io/tenant`.
+    Unnamed,
+    /// The Tenant the CI needs does not exist yet.
+    Missing {
+        /// Name of the Tenant object (`tenant-<enc(tenant name)>`).
+        name: String,
+        /// The tenant's name (`spec.name`).
+        tenant_name: String,
+    },
+    /// It exists.
+    Present(TenantState),
+}
+
+/// An existing Tenant, as far as the CI's rules are concerned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TenantState {
+    /// Name of the Tenant object.
+    pub name: String,
+    /// Namespace of the Tenant object (the CI's).
+    pub namespace: String,
+    /// Its phase.
+    pub phase: Option<TenantPhase>,
+    /// The message of its `Ready` condition.
+    pub message: Option<String>,
+    /// The namespace it owns (`status.namespace`), where the CI's VirtualMachine lives.
+    pub tenant_namespace: Option<String>,
+    /// Whether the CI is one of its owners.
+    pub owned_by_ci: bool,
+}
+
+/// A change to the Tenant a CI needs, made before the status is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TenantChange {
+    /// Create it, owned by the CI.
+    Create {
+        /// Name of the Tenant object.
+        name: String,
+        /// The tenant's name (`spec.name`).
+        tenant_name: String,
+    },
+    /// Add the CI to its owners (not as controller: several CIs share a Tenant).
+    Own {
+        /// Name of the Tenant object.
+        name: String,
+    },
 }
 
 /// What to do with the operator's finalizer.
@@ -147,6 +214,11 @@ pub struct Plan {
     pub first_intent: Option<JobStatus>,
     /// At most one provider call.
     pub call: Option<ProviderCall>,
+    /// A change to the CI's Tenant, made before the status write.
+    pub tenant: Option<TenantChange>,
+    /// A VirtualMachineInstance to delete for a restart, after the status (which records the
+    /// restart's intent) is written.
+    pub restart: Option<DeleteVmi>,
     /// Events to record.
     pub events: Vec<EventSpec>,
     /// Jobs that finished this pass.

@@ -3,6 +3,9 @@ use std::time::Duration;
 
 use cloudkit_api::ProviderKind;
 
+/// Default of [`Settings::restart_timeout`].
+pub const DEFAULT_RESTART_TIMEOUT: Duration = Duration::from_secs(600);
+
 /// Longest wait between automatic provision retries.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(600);
 
@@ -36,6 +39,8 @@ pub struct Settings {
     /// An intent younger than this without a job id may still be answered, so it is not looked
     /// up or relaunched yet.
     pub launch_window: Duration,
+    /// How long a restart waits for a new VirtualMachineInstance (`CLOUDKIT_RESTART_TIMEOUT`).
+    pub restart_timeout: Duration,
     /// The provider that starts new jobs.
     pub active: ProviderKind,
     /// Every configured provider and what it can do.

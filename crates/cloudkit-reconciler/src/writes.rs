@@ -198,13 +198,16 @@ fn patch_params() -> PatchParams {
 }
 
 /// Every status field the operator writes (see `ComputeInstanceStatus`).
-const STATUS_FIELDS: [&str; 6] = [
+const STATUS_FIELDS: [&str; 9] = [
     "phase",
     "conditions",
     "observedGeneration",
     "desiredConfigVersion",
     "reconciledConfigVersion",
     "jobs",
+    "lastRestartedAt",
+    "tenantReference",
+    "virtualMachineReference",
 ];
 
 /// Adds or removes the operator's finalizer, keeping every other finalizer, with the object's
@@ -339,6 +342,9 @@ mod tests {
                     "observedGeneration": null,
                     "reconciledConfigVersion": null,
                     "jobs": null,
+                    "lastRestartedAt": null,
+                    "tenantReference": null,
+                    "virtualMachineReference": null,
                 },
             })
         );
@@ -368,6 +374,15 @@ mod tests {
                 t,
                 JobState::Running,
             )],
+            last_restarted_at: Some(Time(Timestamp::UNIX_EPOCH)),
+            tenant_reference: Some(cloudkit_api::TenantReference {
+                name: "t".into(),
+                namespace: "ns".into(),
+            }),
+            virtual_machine_reference: Some(cloudkit_api::VirtualMachineReference {
+                namespace: "t-ns".into(),
+                kube_virt_virtual_machine_name: "vm".into(),
+            }),
         };
         let value = serde_json::to_value(&full).unwrap_or_default();
         let mut keys: Vec<&str> = value

@@ -40,6 +40,7 @@ fn settings(active: ProviderKind) -> Settings {
         poll_interval: Duration::from_secs(30),
         eda_grace: Duration::from_secs(300),
         launch_window: Duration::from_secs(35),
+        restart_timeout: Duration::from_secs(600),
         active,
         providers: BTreeMap::from([
             (ProviderKind::Aap, caps_aap()),

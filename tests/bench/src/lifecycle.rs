@@ -161,7 +161,7 @@ impl Floor {
 }
 
 pub fn new_ci(i: usize) -> ComputeInstance {
-    ComputeInstance::new(&ci_name(i), bench_spec())
+    cloudkit_test_support::in_test_tenant(ComputeInstance::new(&ci_name(i), bench_spec()))
 }
 
 /// A create call: the CI's name, when the call started and when it returned.

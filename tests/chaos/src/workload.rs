@@ -33,7 +33,7 @@ pub async fn create(
 ) -> anyhow::Result<BTreeMap<String, String>> {
     futures::stream::iter(names.iter().cloned())
         .map(|name| async move {
-            let ci = ComputeInstance::new(&name, spec());
+            let ci = cloudkit_test_support::in_test_tenant(ComputeInstance::new(&name, spec()));
             let created = api
                 .create(&PostParams::default(), &ci)
                 .await

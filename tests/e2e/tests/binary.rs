@@ -61,6 +61,18 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_setting() {
             [aap.to_vec(), vec![("CLOUDKIT_MAX_JOB_HISTORY", "lots")]].concat(),
             "CLOUDKIT_MAX_JOB_HISTORY",
         ),
+        (
+            [aap.to_vec(), vec![("CLOUDKIT_TENANT_NETWORK", "ovn")]].concat(),
+            "CLOUDKIT_TENANT_NETWORK",
+        ),
+        (
+            [
+                aap.to_vec(),
+                vec![("CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE", "Not/A/Namespace")],
+            ]
+            .concat(),
+            "CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE",
+        ),
     ];
     for (vars, setting) in rows {
         let mut cmd = bare();
@@ -81,15 +93,19 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_setting() {
 }
 
 #[test]
-fn crd_subcommand_prints_the_committed_crd() {
+fn crd_subcommand_prints_the_committed_crds() {
     let out = bare().arg("crd").output().unwrap();
     assert!(out.status.success());
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../crds/computeinstance.yaml"
-    ))
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), committed);
+    let committed = |file: &str| std::fs::read_to_string(workspace_root().join(file)).unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!(
+            "{}---\n{}",
+            committed("crds/computeinstance.yaml"),
+            committed("crds/tenant.yaml")
+        ),
+        "ComputeInstance, then Tenant, as one multi-document YAML"
+    );
 }
 
 /// The operator binary against the shared API server and the simulator at
@@ -348,4 +364,70 @@ async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
         "one provision per CI, no duplicates"
     );
     drop(second);
+}
+
+/// The binary runs the Tenant controller next to the ComputeInstance controller, under the same
+/// leader election, as the RBAC-limited user with the roles of `deploy/rbac.yaml`: a Tenant gets
+/// its namespace and network, and loses them when it is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_set_up_and_torn_down_under_the_deployed_roles() {
+    use cloudkit_api::names::{enc, tenant_object_name};
+    use cloudkit_api::{Tenant, TenantPhase, TenantSpec};
+    use kube::api::{DeleteParams, DynamicObject, PostParams};
+
+    let mut scene = Scene::new("bin-tenant").await;
+    cloudkit_testenv::kubevirt::install_platform_crds(&scene.client)
+        .await
+        .unwrap();
+    let ns = scene.namespace.clone();
+    let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
+    scene
+        .start_operator(
+            Scene::aap_operator("bin-tenant", &ns, &sim).env("CLOUDKIT_TENANT_NETWORK", "udn"),
+        )
+        .await;
+
+    let tenants: kube::Api<Tenant> = kube::Api::namespaced(scene.client.clone(), &ns);
+    let name = tenant_object_name("acme");
+    let tenant_ns = format!("{ns}-{}", enc("acme"));
+    tenants
+        .create(
+            &PostParams::default(),
+            &Tenant::new(
+                &name,
+                TenantSpec {
+                    name: "acme".into(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    scene
+        .eventually("the tenant to be Ready", || async {
+            tenants
+                .get(&name)
+                .await
+                .is_ok_and(|t| t.phase() == Some(TenantPhase::Ready))
+        })
+        .await;
+    let udns: kube::Api<DynamicObject> = kube::Api::namespaced_with(
+        scene.client.clone(),
+        &tenant_ns,
+        &cloudkit_reconciler::tenant::udn_resource(),
+    );
+    assert!(udns.get_opt("udn").await.unwrap().is_some());
+
+    tenants
+        .delete(&name, &DeleteParams::default())
+        .await
+        .unwrap();
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> =
+        kube::Api::all(scene.client.clone());
+    scene
+        .eventually("the tenant and its namespace to be gone", || async {
+            matches!(tenants.get_opt(&name).await, Ok(None))
+                && matches!(namespaces.get_opt(&tenant_ns).await, Ok(None))
+        })
+        .await;
+    scene.assert_no_forbidden();
 }

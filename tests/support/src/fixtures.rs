@@ -1,5 +1,7 @@
 //! ComputeInstance fixtures and readers of their status, so that tests read like the spec.
 
+use cloudkit_api::metadata::TENANT_ANNOTATION;
+use kube::ResourceExt as _;
 use std::collections::BTreeMap;
 
 use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobStatus, JobType, Phase};
@@ -27,8 +29,14 @@ impl CiFixture {
             name: name.to_string(),
             spec: ComputeInstanceSpec::for_template(TEST_TEMPLATE),
             finalizers: Vec::new(),
-            annotations: BTreeMap::new(),
+            annotations: BTreeMap::from([(TENANT_ANNOTATION.to_string(), TEST_TENANT.to_string())]),
         }
+    }
+
+    /// Without the tenant annotation: the operator starts no job for it (SPEC 9.4).
+    pub fn without_tenant(mut self) -> CiFixture {
+        self.annotations.remove(TENANT_ANNOTATION);
+        self
     }
 
     /// Another template.
@@ -93,6 +101,17 @@ impl CiFixture {
     }
 }
 
+/// The tenant of every test CI unless a test says otherwise. The operator starts no job for a
+/// CI without a tenant (SPEC 9.4).
+pub const TEST_TENANT: &str = "tests";
+
+/// `ci` in [`TEST_TENANT`].
+pub fn in_test_tenant(mut ci: ComputeInstance) -> ComputeInstance {
+    ci.annotations_mut()
+        .insert(TENANT_ANNOTATION.to_string(), TEST_TENANT.to_string());
+    ci
+}
+
 /// A spec of `template` with `parameters` as its `templateParameters`.
 pub fn spec_with_parameters(template: &str, parameters: serde_json::Value) -> ComputeInstanceSpec {
     CiFixture::new("unused")
@@ -112,9 +131,12 @@ pub async fn create(
     name: &str,
     spec: ComputeInstanceSpec,
 ) -> ComputeInstance {
-    api.create(&PostParams::default(), &ComputeInstance::new(name, spec))
-        .await
-        .unwrap_or_else(|e| panic!("creating {name}: {e}"))
+    api.create(
+        &PostParams::default(),
+        &in_test_tenant(ComputeInstance::new(name, spec)),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("creating {name}: {e}"))
 }
 
 /// Deletes CI `name` (the operator's finalizers then run).

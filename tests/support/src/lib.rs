@@ -55,8 +55,9 @@ pub use automation::{
 };
 pub use error::{Error, Result};
 pub use fixtures::{
-    CiFixture, TEST_TEMPLATE, annotate, condition, create, delete, finalizers, jobs, latest,
-    merge_patch, phase, running_and_provisioned, spec_with_parameters,
+    CiFixture, TEST_TEMPLATE, TEST_TENANT, annotate, condition, create, delete, finalizers,
+    in_test_tenant, jobs, latest, merge_patch, phase, running_and_provisioned,
+    spec_with_parameters,
 };
 pub use operator::{
     OperatorProcess, OperatorSettings, START_DEADLINE, metric_sum, operator_binary, parse_metrics,

@@ -59,6 +59,8 @@ impl OperatorSettings {
         .env("KUBECONFIG", &kubeconfig.display().to_string())
         .env("CLOUDKIT_COMPUTE_INSTANCE_NAMESPACE", namespace)
         .env("CLOUDKIT_HTTP_ADDRESS", "127.0.0.1:0")
+        // The test API server has no OVN-Kubernetes; tests of the network set `udn`.
+        .env("CLOUDKIT_TENANT_NETWORK", "none")
     }
 
     /// Sets an environment variable of the process, replacing an earlier value.

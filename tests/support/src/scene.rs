@@ -130,7 +130,10 @@ impl Scene {
         spec: ComputeInstanceSpec,
     ) -> ComputeInstance {
         self.api_in(namespace)
-            .create(&PostParams::default(), &ComputeInstance::new(name, spec))
+            .create(
+                &PostParams::default(),
+                &crate::in_test_tenant(ComputeInstance::new(name, spec)),
+            )
             .await
             .unwrap_or_else(|e| panic!("creating {namespace}/{name}: {e}"))
     }

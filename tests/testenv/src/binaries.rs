@@ -14,25 +14,23 @@ pub struct Binaries {
     pub kube_apiserver: PathBuf,
     /// `etcd`.
     pub etcd: PathBuf,
+    /// `kube-controller-manager`, for garbage collection by owner references and namespace
+    /// deletion.
+    pub kube_controller_manager: PathBuf,
 }
 
 impl Binaries {
     /// Finds `kube-apiserver` (`$CLOUDKIT_KUBE_APISERVER`, else
-    /// `~/.cache/cloudkit/kube-apiserver-1.20.2`) and `etcd` (`$CLOUDKIT_ETCD`, else `etcd` on
-    /// `PATH`, else `/usr/bin/etcd`). The error says how to install what is missing.
+    /// `~/.cache/cloudkit/kube-apiserver-1.20.2`), `kube-controller-manager`
+    /// (`$CLOUDKIT_KUBE_CONTROLLER_MANAGER`, else
+    /// `~/.cache/cloudkit/kube-controller-manager-1.20.2`) and `etcd` (`$CLOUDKIT_ETCD`, else
+    /// `etcd` on `PATH`, else `/usr/bin/etcd`). The error says how to install what is missing.
     pub fn locate() -> Result<Binaries> {
-        let kube_apiserver = match std::env::var_os("CLOUDKIT_KUBE_APISERVER") {
-            Some(p) => executable(
-                "kube-apiserver",
-                PathBuf::from(p),
-                "$CLOUDKIT_KUBE_APISERVER",
-            )?,
-            None => executable(
-                "kube-apiserver",
-                cache_dir().join(format!("kube-apiserver-{KUBERNETES_VERSION}")),
-                "the build cache",
-            )?,
-        };
+        let kube_apiserver = built("kube-apiserver", "CLOUDKIT_KUBE_APISERVER")?;
+        let kube_controller_manager = built(
+            "kube-controller-manager",
+            "CLOUDKIT_KUBE_CONTROLLER_MANAGER",
+        )?;
         let etcd = match std::env::var_os("CLOUDKIT_ETCD") {
             Some(p) => executable("etcd", PathBuf::from(p), "$CLOUDKIT_ETCD")?,
             None => match find_on_path("etcd") {
@@ -43,7 +41,20 @@ impl Binaries {
         Ok(Binaries {
             kube_apiserver,
             etcd,
+            kube_controller_manager,
         })
+    }
+}
+
+/// A program built by `hack/testenv-install.sh`: `$<var>`, else `<cache>/<what>-1.20.2`.
+fn built(what: &'static str, var: &str) -> Result<PathBuf> {
+    match std::env::var_os(var) {
+        Some(p) => executable(what, PathBuf::from(p), &format!("${var}")),
+        None => executable(
+            what,
+            cache_dir().join(format!("{what}-{KUBERNETES_VERSION}")),
+            "the build cache",
+        ),
     }
 }
 

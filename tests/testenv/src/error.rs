@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 /// What the install script is called; every "missing binary" error points at it.
-pub(crate) const INSTALL_HINT: &str = "run hack/testenv-install.sh (or ./x test, which runs it) to install etcd and build kube-apiserver";
+pub(crate) const INSTALL_HINT: &str = "run hack/testenv-install.sh (or ./x test, which runs it) to install etcd and build kube-apiserver and kube-controller-manager";
 
 /// Why the test environment could not be started or used.
 #[derive(Debug, thiserror::Error)]
@@ -11,7 +11,7 @@ pub enum Error {
     /// A binary the environment needs is not installed.
     #[error("{what} not found: {detail}; {INSTALL_HINT}")]
     MissingBinary {
-        /// Which program (`kube-apiserver`, `etcd`, `kubectl`).
+        /// Which program (`kube-apiserver`, `kube-controller-manager`, `etcd`, `kubectl`).
         what: &'static str,
         /// Where it was looked for.
         detail: String,

@@ -1,8 +1,10 @@
 //! A real Kubernetes API server for tests: etcd and kube-apiserver 1.20 on free loopback ports,
-//! with TLS, static-token authentication, RBAC and the repository's CRDs installed.
+//! with TLS, static-token authentication, RBAC and the repository's CRDs installed, and a
+//! kube-controller-manager running its garbage collector and namespace controllers, so that
+//! objects whose owners are gone are collected and a deleted namespace disappears once empty.
 //!
 //! Run `hack/testenv-install.sh` once (or `./x test`, which runs it) to install etcd and build
-//! the API server. Tests of one test binary share one environment:
+//! the API server and the controller manager. Tests of one test binary share one environment:
 //!
 //! ```no_run
 //! use cloudkit_testenv::shared;
@@ -45,6 +47,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition as Crd;
 use kube::api::{Api, ObjectMeta, PostParams};
 
+pub mod kubevirt;
+
 pub use binaries::{Binaries, KUBERNETES_VERSION, cache_dir, kubectl_path};
 pub use crds::{crds_dir, load_crds};
 pub use error::{Error, Result};
@@ -70,7 +74,7 @@ const CRD_TIMEOUT: Duration = Duration::from_secs(30);
 const START_ATTEMPTS: usize = 3;
 const LOG_TAIL_LINES: usize = 40;
 
-/// A running etcd + kube-apiserver pair with the CRDs installed.
+/// A running etcd + kube-apiserver pair with the CRDs installed, and a kube-controller-manager.
 ///
 /// Get the one shared by a test binary with [`shared()`], or an owned one with
 /// [`TestEnv::start`]; dropping an owned one stops the servers and removes its directory.
@@ -88,6 +92,7 @@ pub struct TestEnv {
     etcd: Server,
     etcd_addr: SocketAddrV4,
     apiserver: Server,
+    controller_manager: Server,
     watchdog: Watchdog,
     namespaces: AtomicU64,
 }
@@ -212,7 +217,7 @@ impl TestEnv {
     }
 
     /// The environment directory: certificates, tokens, kubeconfigs, etcd data and the server
-    /// logs (`etcd.log`, `kube-apiserver.log`).
+    /// logs (`etcd.log`, `kube-apiserver.log`, `kube-controller-manager.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -222,12 +227,19 @@ impl TestEnv {
         [self.etcd.pid(), self.apiserver.pid(), self.watchdog.pid()]
     }
 
-    /// The tails of the etcd and kube-apiserver logs, for failure messages.
+    /// PID of kube-controller-manager.
+    pub fn controller_manager_pid(&self) -> u32 {
+        self.controller_manager.pid()
+    }
+
+    /// The tails of the etcd, kube-apiserver and kube-controller-manager logs, for failure
+    /// messages.
     pub fn log_tails(&self) -> String {
         format!(
-            "{}\n{}",
+            "{}\n{}\n{}",
             self.etcd.log_tail(LOG_TAIL_LINES),
-            self.apiserver.log_tail(LOG_TAIL_LINES)
+            self.apiserver.log_tail(LOG_TAIL_LINES),
+            self.controller_manager.log_tail(LOG_TAIL_LINES)
         )
     }
 
@@ -401,6 +413,7 @@ fn on_helper_thread<T: Send>(f: impl FnOnce(&tokio::runtime::Runtime) -> T + Sen
 impl Drop for TestEnv {
     // Runs before the fields are dropped: the servers stop before their directory goes.
     fn drop(&mut self) {
+        self.controller_manager.kill(&mut self.watchdog);
         self.apiserver.kill(&mut self.watchdog);
         self.etcd.kill(&mut self.watchdog);
         self.watchdog.release();
@@ -531,6 +544,15 @@ fn start_with(binaries: &Binaries, crds: &[(PathBuf, Crd)]) -> Result<TestEnv> {
         kubeconfig(&server_url, &pki.ca_cert_pem, LIMITED_USER, &limited_token);
     let admin_kubeconfig_path = p("admin.kubeconfig");
     let limited_kubeconfig_path = p("limited.kubeconfig");
+    // On an early return the watchdog, dropped, stops the servers and removes the directory.
+    write(&admin_kubeconfig_path, &admin_kubeconfig)?;
+    write(&limited_kubeconfig_path, &limited_kubeconfig)?;
+    let controller_manager = start_controller_manager(
+        &binaries.kube_controller_manager,
+        &admin_kubeconfig_path,
+        dir.path(),
+        &mut watchdog,
+    )?;
     let env = TestEnv {
         dir,
         server_url,
@@ -544,13 +566,39 @@ fn start_with(binaries: &Binaries, crds: &[(PathBuf, Crd)]) -> Result<TestEnv> {
         etcd,
         etcd_addr,
         apiserver,
+        controller_manager,
         watchdog,
         namespaces: AtomicU64::new(0),
     };
-    // On error `env` is dropped here, which stops the servers.
-    write(&env.admin_kubeconfig_path, &env.admin_kubeconfig)?;
-    write(&env.limited_kubeconfig_path, &env.limited_kubeconfig)?;
     Ok(env)
+}
+
+/// Starts kube-controller-manager with only the controllers tests need: the garbage collector
+/// (objects whose owners are all gone are deleted) and the namespace controller (a deleted
+/// namespace is emptied and then disappears; without it, it stays `Terminating`). It runs as the
+/// administrator, serves nothing, and needs no leader election. Its caches sync about 2 s after
+/// the start; the tests that rely on it wait for the result anyway, so the start does not.
+fn start_controller_manager(
+    program: &Path,
+    kubeconfig: &Path,
+    dir: &Path,
+    watchdog: &mut Watchdog,
+) -> Result<Server> {
+    let args = vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        "--controllers=garbagecollector,namespace".to_string(),
+        "--leader-elect=false".to_string(),
+        "--use-service-account-credentials=false".to_string(),
+        "--secure-port=0".to_string(),
+        "--port=0".to_string(),
+    ];
+    Server::spawn(
+        "kube-controller-manager",
+        program,
+        &args,
+        dir.join("kube-controller-manager.log"),
+        watchdog,
+    )
 }
 
 type StartError = (Error, bool);
@@ -651,8 +699,8 @@ fn start_servers(
         format!("--service-account-signing-key-file={}", d("sa.key")),
         "--service-account-issuer=https://kubernetes.default.svc".to_string(),
         "--service-cluster-ip-range=10.0.0.0/24".to_string(),
-        // No controller-manager runs, so nothing would create the default service accounts the
-        // plugin insists on.
+        // The controller manager runs no service account controller, so nothing would create
+        // the default service accounts the plugin insists on.
         "--disable-admission-plugins=ServiceAccount".to_string(),
         "--allow-privileged=true".to_string(),
         "--profiling=false".to_string(),

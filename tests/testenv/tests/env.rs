@@ -346,7 +346,8 @@ fn wait_gone(pids: &[u32], dir: &std::path::Path, timeout: Duration) -> Result<(
 #[test]
 fn dropping_an_owned_environment_stops_it() -> Result<()> {
     let env = TestEnv::start()?;
-    let pids = env.pids();
+    let mut pids = env.pids().to_vec();
+    pids.push(env.controller_manager_pid());
     let dir = env.dir().to_path_buf();
     ensure!(pids.iter().all(|p| process_alive(*p)), "{pids:?}");
     ensure!(env.kubeconfig_path().exists());
@@ -436,18 +437,18 @@ fn killed_test_process_leaves_nothing_behind() -> Result<()> {
             break;
         }
     }
-    // "testenv <etcd> <apiserver> <watchdog> <dir>"
+    // "testenv <etcd> <apiserver> <watchdog> <controller-manager> <dir>"
     let fields: Vec<&str> = line.split_whitespace().collect();
-    if fields.len() != 5 {
+    if fields.len() != 6 {
         let _ = child.kill();
         let _ = child.wait();
         bail!("the helper did not report its environment: {line:?}");
     }
-    let pids: Vec<u32> = fields[1..4]
+    let pids: Vec<u32> = fields[1..5]
         .iter()
         .map(|p| p.parse())
         .collect::<Result<_, _>>()?;
-    let dir = std::path::PathBuf::from(fields[4]);
+    let dir = std::path::PathBuf::from(fields[5]);
     ensure!(pids.iter().all(|p| process_alive(*p)), "{pids:?}");
 
     child.kill()?; // SIGKILL: no destructor, no atexit, nothing but the watchdog
@@ -466,7 +467,8 @@ fn kill_helper_starts_shared_env_and_waits() {
     let env = shared();
     let [etcd, apiserver, watchdog] = env.pids();
     println!(
-        "testenv {etcd} {apiserver} {watchdog} {}",
+        "testenv {etcd} {apiserver} {watchdog} {} {}",
+        env.controller_manager_pid(),
         env.dir().display()
     );
     std::thread::sleep(Duration::from_secs(120));

@@ -11,12 +11,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cloudkit_aap::{AapConfig, AapProvider};
 use cloudkit_aap_sim::SimHandle;
+use cloudkit_api::Tenant;
 use cloudkit_api::{ComputeInstance, JobStatus, ProviderKind};
 use cloudkit_provider::{
     CancelOutcome, DeprovisionOutcome, JobObservation, Launch, LaunchLookup, Provider,
     ProviderError, ProviderRegistry, Secret, StartedJob,
 };
-use cloudkit_reconciler::{Context, Metrics, Settings};
+use cloudkit_reconciler::tenant::{TenantContext, TenantNetwork, run_tenants};
+use cloudkit_reconciler::{Context, Metrics, Platform, Settings};
 use cloudkit_test_support::{DEPROVISION_TEMPLATE, PROVISION_TEMPLATE, SIM_TOKEN, env};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -45,6 +47,7 @@ pub fn settings() -> Settings {
         poll_interval: Duration::from_millis(200),
         eda_grace: Duration::from_secs(3),
         launch_window: Duration::from_secs(2),
+        restart_timeout: cloudkit_reconciler::DEFAULT_RESTART_TIMEOUT,
         active: ProviderKind::Aap,
         providers: BTreeMap::new(),
     }
@@ -54,6 +57,7 @@ pub fn settings() -> Settings {
 /// it stops it at once, as a killed process would: whatever it had not written is lost.
 pub struct Operator {
     task: JoinHandle<()>,
+    tenants: Option<JoinHandle<()>>,
     stop: Option<oneshot::Sender<()>>,
     pub metrics: Arc<Metrics>,
 }
@@ -63,6 +67,25 @@ impl Operator {
         namespace: &str,
         registry: ProviderRegistry,
         settings: Settings,
+    ) -> Operator {
+        Operator::start_with(namespace, registry, settings, false).await
+    }
+
+    /// With the platform: the CIs' Tenants (and the Tenant controller, without networks) and
+    /// their VirtualMachines.
+    pub async fn start_on_platform(
+        namespace: &str,
+        registry: ProviderRegistry,
+        settings: Settings,
+    ) -> Operator {
+        Operator::start_with(namespace, registry, settings, true).await
+    }
+
+    async fn start_with(
+        namespace: &str,
+        registry: ProviderRegistry,
+        settings: Settings,
+        platform: bool,
     ) -> Operator {
         // Controller logs go to the test output (shown for failing tests); RUST_LOG selects them.
         let _ = tracing_subscriber::fmt()
@@ -74,12 +97,16 @@ impl Operator {
             .try_init();
         let client = env().admin_client().await;
         let metrics = Metrics::shared();
-        let ctx = Arc::new(Context::new(
-            client.clone(),
-            registry,
-            settings,
-            Arc::clone(&metrics),
-        ));
+        let mut ctx = Context::new(client.clone(), registry, settings, Arc::clone(&metrics));
+        if platform {
+            ctx = ctx.with_platform(Platform::new(client.clone(), Some(namespace.to_string())));
+        }
+        let ctx = Arc::new(ctx);
+        let tenants = platform.then(|| {
+            let tenant_ctx = Arc::new(TenantContext::new(client.clone(), TenantNetwork::None));
+            let tenant_api: Api<Tenant> = Api::namespaced(client.clone(), namespace);
+            tokio::spawn(run_tenants(tenant_ctx, tenant_api, std::future::pending()))
+        });
         let api: Api<ComputeInstance> = Api::namespaced(client, namespace);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -90,6 +117,7 @@ impl Operator {
         });
         Operator {
             task,
+            tenants,
             stop: Some(tx),
             metrics,
         }
@@ -112,6 +140,9 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.task.abort();
+        if let Some(tenants) = &self.tenants {
+            tenants.abort();
+        }
     }
 }
 

@@ -5,5 +5,6 @@
 
 mod consistency;
 mod harness;
+mod platform;
 mod scenarios;
 mod switch;

@@ -1,0 +1,265 @@
+//! The platform around the operator, for tests: schema-less CRDs for KubeVirt, CDI and
+//! OVN-Kubernetes, and a fake KubeVirt that behaves, as far as the operator and the automation
+//! can see, like the real one (SPEC 8.1).
+//!
+//! The fake is a loop over the labelled VirtualMachines of the whole cluster. A VM with
+//! `spec.running: true` gets one VirtualMachineInstance of its name (created about a second after
+//! the VM, or after the VMI was deleted, as KubeVirt does on a restart) and the status condition
+//! `Ready=True` once its VMI exists; a VM with `spec.running: false` loses its VMI and turns
+//! `Ready=False`. VMIs whose VM is gone are deleted.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
+    PatchParams, PostParams,
+};
+use kube::{Client, ResourceExt};
+
+use crate::crds::{install, load_crds};
+use crate::error::Result;
+
+/// Label the automation puts on a VirtualMachine: the name of its ComputeInstance.
+pub const VM_LABEL: &str = "cloudkit.openshift.io/computeinstance";
+
+/// How long the fake takes to (re)create a VMI.
+pub const VMI_DELAY: Duration = Duration::from_secs(1);
+
+const TICK: Duration = Duration::from_millis(200);
+
+/// The directory of the platform CRDs (`tests/testenv/platform-crds`).
+pub fn platform_crds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("platform-crds")
+}
+
+/// Installs the CRDs of VirtualMachine, VirtualMachineInstance, DataVolume and
+/// UserDefinedNetwork and waits until they are Established. Installing them twice is harmless.
+pub async fn install_platform_crds(client: &Client) -> Result<()> {
+    let crds = load_crds(&platform_crds_dir())?;
+    install(client, &crds, Duration::from_secs(30)).await
+}
+
+/// Installs only the KubeVirt CRDs (VirtualMachine, VirtualMachineInstance).
+pub async fn install_kubevirt_crds(client: &Client) -> Result<()> {
+    let crds: Vec<_> = load_crds(&platform_crds_dir())?
+        .into_iter()
+        .filter(|(path, _)| path.ends_with("kubevirt.yaml"))
+        .collect();
+    install(client, &crds, Duration::from_secs(30)).await
+}
+
+/// The `kubevirt.io/v1` VirtualMachine resource.
+pub fn vm_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
+        "virtualmachines",
+    )
+}
+
+/// The `kubevirt.io/v1` VirtualMachineInstance resource.
+pub fn vmi_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"),
+        "virtualmachineinstances",
+    )
+}
+
+/// A running fake KubeVirt; it stops when dropped.
+#[derive(Debug)]
+pub struct FakeKubeVirt {
+    stop: Arc<AtomicBool>,
+    vmis_created: Arc<Mutex<HashMap<String, usize>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeKubeVirt {
+    /// Starts the loop on the current tokio runtime, for the VMs of every namespace whose name
+    /// starts with `namespace_prefix` (tests that run at the same time each run their own fake
+    /// over their own namespaces).
+    pub fn start(client: Client, namespace_prefix: &str) -> FakeKubeVirt {
+        let stop = Arc::new(AtomicBool::new(false));
+        let vmis_created = Arc::new(Mutex::new(HashMap::new()));
+        let task = tokio::spawn(run(
+            client,
+            namespace_prefix.to_string(),
+            stop.clone(),
+            vmis_created.clone(),
+        ));
+        FakeKubeVirt {
+            stop,
+            vmis_created,
+            task,
+        }
+    }
+
+    /// How many VMIs the fake has created so far in `namespace` (a restart creates one more).
+    pub fn vmis_created_in(&self, namespace: &str) -> usize {
+        self.vmis_created
+            .lock()
+            .map(|m| m.get(namespace).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for FakeKubeVirt {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.abort();
+    }
+}
+
+async fn run(
+    client: Client,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+    created: Arc<Mutex<HashMap<String, usize>>>,
+) {
+    // Per VM (namespace, name): since when it has wanted a VMI that does not exist.
+    let mut missing_since: HashMap<(String, String), Instant> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = tick(&client, &prefix, &mut missing_since, &created).await {
+            // The API server may be restarting in a test; the next tick tries again.
+            eprintln!("fake kubevirt: {e}");
+        }
+        tokio::time::sleep(TICK).await;
+    }
+}
+
+async fn tick(
+    client: &Client,
+    prefix: &str,
+    missing_since: &mut HashMap<(String, String), Instant>,
+    created: &Mutex<HashMap<String, usize>>,
+) -> std::result::Result<(), kube::Error> {
+    let vms: Api<DynamicObject> = Api::all_with(client.clone(), &vm_resource());
+    let vmis: Api<DynamicObject> = Api::all_with(client.clone(), &vmi_resource());
+    let labelled = ListParams::default().labels(VM_LABEL);
+    let vm_list = vms.list(&labelled).await?;
+    let vmi_list = vmis.list(&ListParams::default()).await?;
+    let key = |o: &DynamicObject| (o.namespace().unwrap_or_default(), o.name_any());
+    let mine = |o: &&DynamicObject| o.namespace().is_some_and(|ns| ns.starts_with(prefix));
+    let vm_items: Vec<&DynamicObject> = vm_list.items.iter().filter(mine).collect();
+    let live_vmis: HashMap<(String, String), &DynamicObject> = vmi_list
+        .items
+        .iter()
+        .filter(mine)
+        .filter(|o| o.metadata.deletion_timestamp.is_none())
+        .map(|o| (key(o), o))
+        .collect();
+
+    let mut wanted = Vec::new();
+    for vm in vm_items.iter().copied() {
+        let k = key(vm);
+        let running = vm.data["spec"]["running"].as_bool().unwrap_or(false)
+            && vm.metadata.deletion_timestamp.is_none();
+        let has_vmi = live_vmis.contains_key(&k);
+        let ns_vmis: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &k.0, &vmi_resource());
+        let mut ready = false;
+        if running {
+            wanted.push(k.clone());
+            if has_vmi {
+                missing_since.remove(&k);
+                ready = true;
+            } else {
+                let since = *missing_since.entry(k.clone()).or_insert_with(Instant::now);
+                if since.elapsed() >= VMI_DELAY {
+                    let mut vmi = DynamicObject::new(&k.1, &vmi_resource()).within(&k.0);
+                    vmi.metadata.labels = vm.metadata.labels.clone();
+                    vmi.data = serde_json::json!({"spec": {}, "status": {"phase": "Running"}});
+                    match ns_vmis.create(&PostParams::default(), &vmi).await {
+                        Ok(_) => {
+                            if let Ok(mut counts) = created.lock() {
+                                *counts.entry(k.0.clone()).or_insert(0) += 1;
+                            }
+                            missing_since.remove(&k);
+                            ready = true;
+                        }
+                        // The old one is still terminating: try again on the next tick.
+                        Err(kube::Error::Api(s)) if s.code == 409 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        } else {
+            missing_since.remove(&k);
+            if has_vmi {
+                delete_ignoring_missing(&ns_vmis, &k.1).await?;
+            }
+        }
+        set_ready(client, vm, ready).await?;
+    }
+    // VMIs whose VirtualMachine is gone or stopped.
+    for (k, _) in live_vmis {
+        let labelled_vmi = vmi_list
+            .items
+            .iter()
+            .any(|o| key(o) == k && o.labels().contains_key(VM_LABEL));
+        if labelled_vmi && !wanted.contains(&k) && !vm_items.iter().any(|vm| key(vm) == k) {
+            let ns_vmis: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), &k.0, &vmi_resource());
+            delete_ignoring_missing(&ns_vmis, &k.1).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn delete_ignoring_missing(
+    api: &Api<DynamicObject>,
+    name: &str,
+) -> std::result::Result<(), kube::Error> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn set_ready(
+    client: &Client,
+    vm: &DynamicObject,
+    ready: bool,
+) -> std::result::Result<(), kube::Error> {
+    let status = if ready { "True" } else { "False" };
+    let current = vm.data["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .and_then(|c| c["status"].as_str());
+    if current == Some(status) {
+        return Ok(());
+    }
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &vm.namespace().unwrap_or_default(),
+        &vm_resource(),
+    );
+    let reason = if ready { "VMIRunning" } else { "VMINotRunning" };
+    let body = serde_json::json!({"status": {
+        "ready": ready,
+        "printableStatus": if ready { "Running" } else { "Stopped" },
+        "conditions": [{
+            "type": "Ready",
+            "status": status,
+            "reason": reason,
+            "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
+        }],
+    }});
+    match api
+        .patch_status(
+            &vm.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted meanwhile.
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
