@@ -58,10 +58,9 @@ impl Observed {
                 .as_ref()
                 .and_then(|a| a.get(FLOATING_IP_ANNOTATION))
                 .cloned(),
-            // The CI's status has no `lastRestartedAt` field yet in cloudkit-api; once it has
-            // (`Option<Time>`), read it here: `status.and_then(|s| s.last_restarted_at.as_ref())
-            // .map(|t| t.0)`. The rule itself is implemented and tested in `apply_observed`.
-            last_restarted_at: None,
+            last_restarted_at: status
+                .and_then(|s| s.last_restarted_at.as_ref())
+                .map(|t| t.0),
         }
     }
 

@@ -568,12 +568,24 @@ fn map_status_reads_the_ci() {
             cond(ct::ACCEPTED, "True", "accepted"),
             cond(ct::AVAILABLE, "True", "vm ready"),
         ],
+        last_restarted_at: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-02-01T10:00:00Z".parse().unwrap(),
+        )),
         ..ComputeInstanceStatus::default()
     });
     let mapped = map_status(&ci, &fetched(), now());
     let got = status(&mapped.object);
     assert_eq!(got.state, State::Running as i32);
     assert_eq!(got.ip_address, "192.0.2.7");
+    assert_eq!(
+        got.last_restarted_at.as_ref().map(|t| t.seconds),
+        Some(
+            "2026-02-01T10:00:00Z"
+                .parse::<Timestamp>()
+                .unwrap()
+                .as_second()
+        )
+    );
     let progressing = condition(&mapped.object, Type::Progressing);
     assert_eq!(
         (progressing.status, progressing.message.as_deref()),
