@@ -286,3 +286,101 @@ async fn a_restart_interrupted_at_either_write_deletes_one_vmi() {
         op.stop().await;
     }
 }
+
+/// A CI as the Go operator left it, every status field set: the CRD keeps all of it, and a pass
+/// of this operator keeps what it does not own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_written_by_the_go_operator_loses_nothing() {
+    let ns = env().namespace("go-written").await;
+    let api = api(&ns).await;
+    // The automation wrote the reconciled version, as the platform's playbooks do.
+    let spec = CiFixture::new("vm-go").spec();
+    let desired = cloudkit_api::config_version(&spec);
+    CiFixture::new("vm-go")
+        .finalized()
+        .annotated(RECONCILED_CONFIG_VERSION_ANNOTATION, &desired)
+        .create(&api)
+        .await;
+    let status = serde_json::json!({
+        "phase": "Running",
+        "observedGeneration": 1,
+        "desiredConfigVersion": desired,
+        "reconciledConfigVersion": desired,
+        "lastRestartedAt": "2026-02-01T10:00:00Z",
+        "tenantReference": {"name": "tenant-a4snha7u63pa6", "namespace": ns},
+        "virtualMachineReference": {"namespace": format!("{ns}-a4snha7u63pa6"), "kubeVirtVirtualMachineName": "vm-go"},
+        "jobs": [{"jobID": "42", "type": "provision", "timestamp": "2026-02-01T09:00:00Z",
+                  "state": "Succeeded", "message": "done", "blockDeletionOnFailure": false}],
+        "conditions": [
+            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "ok",
+             "lastTransitionTime": "2026-02-01T09:00:00Z", "observedGeneration": 1},
+            {"type": "Available", "status": "True", "reason": "AsExpected", "message": "VM is ready",
+             "lastTransitionTime": "2026-02-01T09:05:00Z", "observedGeneration": 1},
+            {"type": "RestartFailed", "status": "False", "reason": "NoFailure", "message": "none",
+             "lastTransitionTime": "2026-02-01T09:05:00Z"},
+        ],
+    });
+    api.patch_status(
+        "vm-go",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await
+    .unwrap();
+    let stored = api.get("vm-go").await.unwrap();
+    let stored_status = serde_json::to_value(stored.status.as_ref().unwrap()).unwrap();
+    for field in [
+        "phase",
+        "observedGeneration",
+        "desiredConfigVersion",
+        "reconciledConfigVersion",
+        "lastRestartedAt",
+        "tenantReference",
+        "virtualMachineReference",
+        "jobs",
+        "conditions",
+    ] {
+        assert_eq!(stored_status[field], status[field], "the CRD kept {field}");
+    }
+
+    // A pass of this operator (without the platform, so nothing re-derives the references).
+    let sim = simulator(
+        phases(100, 0, 200),
+        phases(100, 0, 200),
+        Outcome::Successful,
+    )
+    .await;
+    let op = Operator::start(&ns, ProviderRegistry::new(aap_provider(&sim)), settings()).await;
+    let after = wait_for(&api, "vm-go", Some(&sim), "a pass", |ci| {
+        condition(ci, CONDITION_PROGRESSING).is_some()
+    })
+    .await;
+    let s = after.status.as_ref().unwrap();
+    assert_eq!(
+        serde_json::to_value(&s.tenant_reference).unwrap(),
+        status["tenantReference"]
+    );
+    assert_eq!(
+        serde_json::to_value(&s.virtual_machine_reference).unwrap(),
+        status["virtualMachineReference"]
+    );
+    assert_eq!(
+        serde_json::to_value(&s.last_restarted_at).unwrap(),
+        status["lastRestartedAt"]
+    );
+    assert_eq!(
+        jobs(&after).len(),
+        1,
+        "no job: the configuration is applied"
+    );
+    assert_eq!(jobs(&after)[0].job_id, "42");
+    for type_ in ["Accepted", "Available", "RestartFailed"] {
+        assert!(condition(&after, type_).is_some(), "{type_} kept");
+    }
+    assert_eq!(
+        condition(&after, "Available").unwrap().message,
+        "VM is ready"
+    );
+    assert!(sim_jobs(&sim).await.is_empty());
+    op.stop().await;
+}
