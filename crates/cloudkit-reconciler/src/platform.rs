@@ -60,6 +60,7 @@ pub struct Platform {
     tenants: Store<Tenant>,
     tenant_writer: Arc<std::sync::Mutex<Option<reflector::store::Writer<Tenant>>>>,
     vms: Arc<RwLock<VmIndex>>,
+    discovery_interval: Duration,
     wake: Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<ObjectRef<ComputeInstance>>>>>,
 }
 
@@ -81,8 +82,16 @@ impl Platform {
             tenants,
             tenant_writer: Arc::new(std::sync::Mutex::new(Some(writer))),
             vms: Arc::new(RwLock::new(None)),
+            discovery_interval: KUBEVIRT_DISCOVERY_INTERVAL,
             wake: Arc::new(std::sync::Mutex::new(None)),
         }
+    }
+
+    /// Looks for the VirtualMachine API this often while the cluster has none (default
+    /// [`KUBEVIRT_DISCOVERY_INTERVAL`]).
+    pub fn with_discovery_interval(mut self, interval: Duration) -> Self {
+        self.discovery_interval = interval;
+        self
     }
 
     /// A stream of CIs to reconcile because their Tenant or VM changed, and the task of the
@@ -158,7 +167,7 @@ impl Platform {
                 }
                 Err(e) => warn!(error = %e, "looking for the VirtualMachine API"),
             }
-            tokio::time::sleep(KUBEVIRT_DISCOVERY_INTERVAL).await;
+            tokio::time::sleep(self.discovery_interval).await;
         }
         if said_missing {
             info!("the VirtualMachine API appeared: tracking VirtualMachines");
