@@ -654,7 +654,7 @@ mod tests {
     fn value_parsers() {
         // (flag, value, what the run configuration holds)
         type Check = fn(&RunConfig) -> bool;
-        let rows: [(&str, &str, Check); 19] = [
+        let rows: [(&str, &str, Check); 20] = [
             ("namespace", "team-a", |c| {
                 c.scope == WatchScope::Namespace("team-a".into())
             }),
@@ -668,6 +668,9 @@ mod tests {
             }),
             ("tenant-network", "udn", |c| {
                 c.tenant_network == TenantNetwork::Udn
+            }),
+            ("restart-timeout", "90s", |c| {
+                c.restart_timeout == Duration::from_secs(90)
             }),
             ("aap-status-poll-interval", "2m30s", |c| {
                 c.poll_interval == Duration::from_secs(150)
@@ -959,6 +962,7 @@ mod tests {
             "the Go operator's default"
         );
         assert_eq!(c.tenant_network, TenantNetwork::Udn);
+        assert_eq!(c.restart_timeout, Duration::from_secs(600));
         assert!(c.aap.as_ref().is_some_and(|a| !a.insecure_skip_verify()));
         assert!(c.eda.is_none());
         let c = ok(EDA);

@@ -18,6 +18,10 @@ fn deploy_crd_is_the_generated_one() {
         read("deploy/crd.yaml") == read("crds/computeinstance.yaml"),
         "deploy/crd.yaml differs from crds/computeinstance.yaml: run `just crds` (it copies it)"
     );
+    assert!(
+        read("deploy/crd-tenant.yaml") == read("crds/tenant.yaml"),
+        "deploy/crd-tenant.yaml differs from crds/tenant.yaml: run `just crds` (it copies it)"
+    );
 }
 
 fn deployment() -> Deployment {
