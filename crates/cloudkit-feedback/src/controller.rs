@@ -291,12 +291,20 @@ pub fn finalizer_patch(current: &ComputeInstance, present: bool) -> serde_json::
     })
 }
 
+/// Records a Warning event. Its action tells a live CI's feedback from its deletion's, so that
+/// the event of a deletion is its own and not a repetition of an earlier one (events are merged
+/// by regarding object, reason and action).
 async fn publish(ctx: &FeedbackContext, ci: &ComputeInstance, reason: WarningReason, note: &str) {
+    let action = if ci.metadata.deletion_timestamp.is_some() {
+        "ReportDeletion"
+    } else {
+        "ReportState"
+    };
     let event = Event {
         type_: EventType::Warning,
         reason: reason.as_str().to_string(),
         note: Some(truncate(note, 1000)),
-        action: "Feedback".to_string(),
+        action: action.to_string(),
         secondary: None,
     };
     if let Err(e) = ctx.recorder.publish(&event, &ci.object_ref(&())).await {
