@@ -9,7 +9,7 @@ use std::time::Duration;
 use cloudkit_api::metadata::UUID_LABEL;
 use cloudkit_api::{ComputeInstance, ComputeInstanceSpec};
 use cloudkit_feedback::controller::{FeedbackContext, FeedbackMetrics, run};
-use cloudkit_feedback::fake::{FakeFulfillment, Method};
+use cloudkit_feedback::fake::{FakeFulfillment, Method, TestCa};
 use cloudkit_feedback::plan::FEEDBACK_FINALIZER;
 use cloudkit_feedback::proto::private::v1 as pb;
 use cloudkit_feedback::{FulfillmentClient, Settings};
@@ -101,14 +101,17 @@ impl Drop for Feedback {
 }
 
 async fn start(prefix: &str, address: &str) -> Feedback {
+    let mut settings = Settings::new(address);
+    settings.plaintext = true;
+    settings.call_timeout = Duration::from_secs(5);
+    start_with(prefix, FulfillmentClient::new(&settings).unwrap()).await
+}
+
+async fn start_with(prefix: &str, fulfillment: FulfillmentClient) -> Feedback {
     let env = cloudkit_testenv::shared();
     let client = env.admin_client().await;
     let namespace = env.namespace(prefix).await;
     let api: Api<ComputeInstance> = Api::namespaced(client.clone(), &namespace);
-    let mut settings = Settings::new(address);
-    settings.plaintext = true;
-    settings.call_timeout = Duration::from_secs(5);
-    let fulfillment = FulfillmentClient::new(&settings).unwrap();
     let mut metrics = Metrics::new();
     let feedback_metrics = FeedbackMetrics::new();
     feedback_metrics.register(metrics.registry_mut());
@@ -307,4 +310,67 @@ async fn deletion_waits_for_the_service_and_catches_up_when_it_is_back() {
     );
     eventually("a Signal", || async { fake.signals(uuid) >= 1 }).await;
     assert_eq!(fake.signals(uuid), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_a_rotated_token_file() {
+    let fake = FakeFulfillment::new();
+    let uuid = "9d2f4c6b-0000-4000-8000-000000000003";
+    fake.insert(FakeFulfillment::object(uuid, "small"));
+    fake.require_token(Some("first-s3cret"));
+    let ca = TestCa::generate().unwrap();
+    let server = fake.serve_tls(&ca, true).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "first-s3cret\n").unwrap();
+    let mut settings = Settings::new(server.localhost_address());
+    settings.token_file = Some(token_file.clone());
+    settings.call_timeout = Duration::from_secs(5);
+    let client =
+        FulfillmentClient::with_root_certificates(&settings, [ca.ca_certificate()]).unwrap();
+    let f = start_with("feedback-tls", client).await;
+    let api = &f.api;
+
+    api.create(&PostParams::default(), &labelled("vm-4", uuid, &[]))
+        .await
+        .unwrap();
+    eventually("the feedback finalizer is added", || async {
+        finalizers(api, "vm-4").await == [FEEDBACK_FINALIZER]
+    })
+    .await;
+    set_phase(api, "vm-4", "Running").await;
+    eventually("an Update with RUNNING", || async {
+        updates(&fake, uuid)
+            .last()
+            .is_some_and(|o| state(o) == pb::ComputeInstanceState::Running as i32)
+    })
+    .await;
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|c| c.authorization.as_deref() == Some("Bearer first-s3cret")),
+        "{:?}",
+        fake.calls()
+    );
+
+    // The token is rotated: the file is read again for the next call.
+    fake.require_token(Some("second-s3cret"));
+    std::fs::write(&token_file, "second-s3cret").unwrap();
+    set_phase(api, "vm-4", "Failed").await;
+    eventually("an Update with FAILED", || async {
+        updates(&fake, uuid)
+            .last()
+            .is_some_and(|o| state(o) == pb::ComputeInstanceState::Failed as i32)
+    })
+    .await;
+    let last = fake.calls_of(Method::Update).last().cloned().unwrap();
+    assert_eq!(last.authorization.as_deref(), Some("Bearer second-s3cret"));
+
+    // Neither token appears in events or metrics.
+    let notes = warnings(&f.client, &f.namespace, "vm-4").await;
+    let text = f.metrics.render();
+    for secret in ["first-s3cret", "second-s3cret"] {
+        assert!(!format!("{notes:?}").contains(secret));
+        assert!(!text.contains(secret));
+    }
 }
