@@ -103,8 +103,34 @@ pub struct FeedbackContext {
     fulfillment: FulfillmentClient,
     recorder: Recorder,
     metrics: FeedbackMetrics,
-    /// Consecutive failures per CI uid, for the backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    failures: Backoffs,
+}
+
+/// Consecutive failures per CI (by uid), for the backoff of each CI on its own.
+#[derive(Debug, Default)]
+pub struct Backoffs(Mutex<HashMap<String, u32>>);
+
+impl Backoffs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        // A panic while holding this lock leaves plain data behind; keep going with it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts one more failure for `uid` and gives the wait before its next attempt: 1 s,
+    /// doubling, at most [`MAX_BACKOFF`].
+    pub fn failed(&self, uid: &str) -> Duration {
+        let mut failures = self.lock();
+        let n = failures.entry(uid.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        backoff(*n).min(MAX_BACKOFF)
+    }
+
+    /// A pass over `uid` went through: the next failure starts from the shortest wait again.
+    pub fn succeeded(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
 }
 
 impl std::fmt::Debug for FeedbackContext {
@@ -124,26 +150,8 @@ impl FeedbackContext {
             fulfillment,
             recorder,
             metrics,
-            failures: Mutex::new(HashMap::new()),
+            failures: Backoffs::default(),
         }
-    }
-
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
-        self.failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The wait before the next attempt for `uid`, counting one more failure.
-    fn next_backoff(&self, uid: &str) -> Duration {
-        let mut failures = self.failures();
-        let n = failures.entry(uid.to_string()).or_insert(0);
-        *n = n.saturating_add(1);
-        backoff(*n).min(MAX_BACKOFF)
-    }
-
-    fn succeeded(&self, uid: &str) {
-        self.failures().remove(uid);
     }
 }
 
@@ -228,7 +236,7 @@ pub async fn reconcile(
                         &format!("fulfillment service: {e}"),
                     )
                     .await;
-                    return Ok(Action::requeue(ctx.next_backoff(&uid)));
+                    return Ok(Action::requeue(ctx.failures.failed(&uid)));
                 }
                 info!(
                     namespace,
@@ -246,10 +254,10 @@ pub async fn reconcile(
                 warn!(namespace, name, reason = reason.as_str(), "{message}");
                 publish(&ctx, &current, reason, &message).await;
             }
-            Step::RetryWithBackoff => return Ok(Action::requeue(ctx.next_backoff(&uid))),
+            Step::RetryWithBackoff => return Ok(Action::requeue(ctx.failures.failed(&uid))),
         }
     }
-    ctx.succeeded(&uid);
+    ctx.failures.succeeded(&uid);
     Ok(Action::await_change())
 }
 
@@ -393,6 +401,24 @@ mod tests {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
         assert!(!text.contains("secret-token-value"));
+    }
+
+    #[test]
+    fn each_ci_backs_off_on_its_own_up_to_five_minutes() {
+        let backoffs = Backoffs::default();
+        let waits: Vec<u64> = (0..12).map(|_| backoffs.failed("a").as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300, 300]);
+        assert_eq!(
+            backoffs.failed("b"),
+            Duration::from_secs(1),
+            "another CI starts over"
+        );
+        backoffs.succeeded("a");
+        assert_eq!(
+            backoffs.failed("a"),
+            Duration::from_secs(1),
+            "reset by a pass that went through"
+        );
     }
 
     #[test]
