@@ -467,9 +467,10 @@ async fn tenants_are_set_up_and_torn_down_under_the_deployed_roles() {
     scene.assert_no_forbidden();
 }
 
-/// The binary runs the feedback controller next to the others, under the same leader election:
-/// a labelled CI's state reaches the fulfillment service, and its deletion ends with one Signal
-/// once the CI controller has let it go.
+/// The binary runs the feedback controller next to the others, under the same leader election
+/// and as the RBAC-limited user with the roles of `deploy/rbac.yaml`: a labelled CI's state
+/// reaches the fulfillment service, and its deletion ends with one Signal once the CI controller
+/// has let it go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_fulfillment_service_learns_the_state_and_the_deletion() {
     use cloudkit_feedback::fake::{FakeFulfillment, Method};
@@ -480,21 +481,22 @@ async fn the_fulfillment_service_learns_the_state_and_the_deletion() {
     let original = FakeFulfillment::object(uuid, "t");
     fake.insert(original.clone());
     let server = fake.serve_plaintext().await.unwrap();
-    let ns = env().namespace("feedback-bin").await;
+    let mut scene = Scene::new("feedback-bin").await;
+    let ns = scene.namespace.clone();
     let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
     let address = server.address();
-    let op = start_operator(
-        "feedback",
-        &ns,
-        &sim.api_url(),
-        &[
-            ("CLOUDKIT_LEADER_ELECT", "true"),
-            ("CLOUDKIT_LEADER_ELECTION_NAMESPACE", ns.as_str()),
-            ("CLOUDKIT_FULFILLMENT_SERVER_ADDRESS", address.as_str()),
-            ("CLOUDKIT_GRPC_PLAINTEXT", "true"),
-        ],
-    )
-    .await;
+    scene
+        .start_operator(
+            Scene::aap_operator("feedback", &ns, &sim)
+                .env("CLOUDKIT_TENANT_NETWORK", "none")
+                .env(
+                    "RUST_LOG",
+                    "info,cloudkit_reconciler=debug,cloudkit_feedback=debug",
+                )
+                .env("CLOUDKIT_FULFILLMENT_SERVER_ADDRESS", &address)
+                .env("CLOUDKIT_GRPC_PLAINTEXT", "true"),
+        )
+        .await;
     let state_sent = |state: pb::ComputeInstanceState| {
         fake.calls_of(Method::Update)
             .iter()
@@ -550,6 +552,7 @@ async fn the_fulfillment_service_learns_the_state_and_the_deletion() {
     assert!(state_sent(pb::ComputeInstanceState::Deleting));
     eventually("a Signal", || async { fake.signals(uuid) >= 1 }).await;
     assert_eq!(fake.signals(uuid), 1);
+    let op = scene.operators.remove(0);
     assert!(
         op.forbidden_lines().is_empty(),
         "{:?}",
