@@ -16,6 +16,7 @@ use cloudkit_api::history::{
     DEFAULT_HISTORY_LIMIT, ENV_MAX_JOB_HISTORY, MAX_HISTORY_LIMIT, parse_history_limit,
 };
 use cloudkit_eda::{self as eda, EdaConfig};
+use cloudkit_feedback::{Settings as FeedbackSettings, SettingsError};
 use cloudkit_provider::Secret;
 use cloudkit_provider::settings::{ConfigError, parse_go_duration};
 use cloudkit_reconciler::tenant::TenantNetwork;
@@ -52,6 +53,14 @@ pub const ENV_LEADER_ELECTION_LEASE: &str = "CLOUDKIT_LEADER_ELECTION_LEASE";
 pub const ENV_LEADER_ELECTION_LEASE_DURATION: &str = "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION";
 /// Log format.
 pub const ENV_LOG_FORMAT: &str = "CLOUDKIT_LOG_FORMAT";
+/// `host:port` of the fulfillment service; feedback runs when it is set.
+pub const ENV_FULFILLMENT_SERVER_ADDRESS: &str = "CLOUDKIT_FULFILLMENT_SERVER_ADDRESS";
+/// File holding the fulfillment service's bearer token.
+pub const ENV_FULFILLMENT_TOKEN_FILE: &str = "CLOUDKIT_FULFILLMENT_TOKEN_FILE";
+/// TLS to the fulfillment service without verifying its certificate.
+pub const ENV_GRPC_INSECURE: &str = "CLOUDKIT_GRPC_INSECURE";
+/// HTTP/2 without TLS to the fulfillment service.
+pub const ENV_GRPC_PLAINTEXT: &str = "CLOUDKIT_GRPC_PLAINTEXT";
 
 /// Kubernetes operator that provisions ComputeInstance virtual machines by running Ansible
 /// automation through the AAP controller API or an Event-Driven Ansible webhook.
@@ -298,6 +307,36 @@ pub struct RunArgs {
         global = true
     )]
     pub leader_election_lease_duration: u64,
+    /// host:port of the fulfillment service's gRPC API; when set, CI state is reported to it.
+    #[arg(long, env = ENV_FULFILLMENT_SERVER_ADDRESS, global = true)]
+    pub fulfillment_server_address: Option<String>,
+    /// File holding the bearer token for the fulfillment service (read again for every call).
+    #[arg(long, env = ENV_FULFILLMENT_TOKEN_FILE, global = true)]
+    pub fulfillment_server_token_file: Option<PathBuf>,
+    /// TLS to the fulfillment service without verifying its certificate (testing only).
+    #[arg(
+        long,
+        env = ENV_GRPC_INSECURE,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = setting(ENV_GRPC_INSECURE, boolean),
+        default_value = "false",
+        global = true
+    )]
+    pub grpc_insecure: bool,
+    /// HTTP/2 without TLS to the fulfillment service; refused together with a token file.
+    #[arg(
+        long,
+        env = ENV_GRPC_PLAINTEXT,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = setting(ENV_GRPC_PLAINTEXT, boolean),
+        default_value = "false",
+        global = true
+    )]
+    pub grpc_plaintext: bool,
     /// Log format.
     #[arg(
         long,
@@ -464,6 +503,8 @@ pub struct RunConfig {
     pub scope: WatchScope,
     /// Whether tenant namespaces get a UserDefinedNetwork.
     pub tenant_network: TenantNetwork,
+    /// How to reach the fulfillment service, when feedback is enabled.
+    pub feedback: Option<FeedbackSettings>,
 }
 
 impl RunArgs {
@@ -540,7 +581,40 @@ impl RunArgs {
             leader_election,
             scope: self.namespace.clone(),
             tenant_network: self.tenant_network,
+            feedback: self.feedback_settings()?,
         })
+    }
+
+    /// The fulfillment service's settings, when its address is set (SPEC 13).
+    fn feedback_settings(&self) -> Result<Option<FeedbackSettings>, ConfigError> {
+        let Some(address) = self
+            .fulfillment_server_address
+            .as_deref()
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        else {
+            return Ok(None);
+        };
+        let mut settings = FeedbackSettings::new(address);
+        settings.token_file = self
+            .fulfillment_server_token_file
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty());
+        settings.insecure = self.grpc_insecure;
+        settings.plaintext = self.grpc_plaintext;
+        match settings.validate() {
+            Ok(_) => Ok(Some(settings)),
+            Err(SettingsError::PlaintextWithToken) => Err(ConfigError::new(
+                ENV_GRPC_PLAINTEXT,
+                format!(
+                    "cannot be used together with {ENV_FULFILLMENT_TOKEN_FILE} (--grpc-plaintext with --fulfillment-server-token-file): the token would be sent in clear"
+                ),
+            )),
+            Err(SettingsError::Address { address, reason }) => Err(ConfigError::new(
+                ENV_FULFILLMENT_SERVER_ADDRESS,
+                format!("{address:?} is not host:port: {reason}"),
+            )),
+        }
     }
 
     fn aap_config(&self) -> Result<AapConfig, ConfigError> {
@@ -970,5 +1044,72 @@ mod tests {
             c.eda.map(|e| e.minimum_request_interval),
             Some(Duration::ZERO)
         );
+    }
+
+    #[test]
+    fn feedback_settings() {
+        assert!(ok(AAP).feedback.is_none(), "off without an address");
+        let c = ok(&with(
+            AAP,
+            &[("fulfillment-server-address", "fulfillment:8000")],
+        ));
+        let f = c.feedback.expect("enabled by the address");
+        assert_eq!(f.address, "fulfillment:8000");
+        assert!(!f.insecure && !f.plaintext && f.token_file.is_none());
+
+        // The Go Deployment passes the booleans without a value.
+        let c = ok(&with(
+            AAP,
+            &[
+                ("fulfillment-server-address", "fulfillment:8000"),
+                ("grpc-insecure", ""),
+                ("fulfillment-server-token-file", "/var/run/token"),
+            ],
+        ));
+        let f = c.feedback.expect("enabled");
+        assert!(f.insecure && !f.plaintext);
+        assert_eq!(
+            f.token_file.as_deref(),
+            Some(std::path::Path::new("/var/run/token"))
+        );
+        let c = ok(&with(
+            AAP,
+            &[
+                ("fulfillment-server-address", "fulfillment:8000"),
+                ("grpc-plaintext", "true"),
+                ("grpc-insecure", "false"),
+            ],
+        ));
+        let f = c.feedback.expect("enabled");
+        assert!(f.plaintext && !f.insecure);
+
+        // A token never travels in clear: one line naming both settings.
+        let e = error(&with(
+            AAP,
+            &[
+                ("fulfillment-server-address", "fulfillment:8000"),
+                ("grpc-plaintext", ""),
+                ("fulfillment-server-token-file", "/var/run/token"),
+            ],
+        ));
+        assert_eq!(e.setting(), ENV_GRPC_PLAINTEXT);
+        let line = e.to_string();
+        assert!(line.contains(ENV_FULFILLMENT_TOKEN_FILE), "{line}");
+        assert!(line.contains(ENV_GRPC_PLAINTEXT), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+
+        let e = error(&with(
+            AAP,
+            &[("fulfillment-server-address", "https://f:8000")],
+        ));
+        assert_eq!(e.setting(), ENV_FULFILLMENT_SERVER_ADDRESS);
+        let e = error(&with(
+            AAP,
+            &[
+                ("fulfillment-server-address", "fulfillment:8000"),
+                ("grpc-insecure", "maybe"),
+            ],
+        ));
+        assert_eq!(e.setting(), ENV_GRPC_INSECURE);
     }
 }

@@ -13,6 +13,7 @@ use clap::Parser;
 use cloudkit_aap::AapProvider;
 use cloudkit_api::{ComputeInstance, Tenant};
 use cloudkit_eda::EdaProvider;
+use cloudkit_feedback::{FeedbackContext, FeedbackMetrics, FulfillmentClient};
 use cloudkit_provider::{Provider, ProviderRegistry};
 use cloudkit_reconciler::Platform;
 use cloudkit_reconciler::tenant::{TenantContext, run_tenants};
@@ -140,7 +141,12 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let metrics = Metrics::shared();
+    let mut metrics = Metrics::new();
+    let feedback_metrics = FeedbackMetrics::new();
+    if config.feedback.is_some() {
+        feedback_metrics.register(metrics.registry_mut());
+    }
+    let metrics = Arc::new(metrics);
     let ready = Arc::new(AtomicBool::new(false));
     let (address, http) = http::serve(
         config.http_address,
@@ -172,6 +178,19 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
             .with_platform(Platform::new(client.clone(), platform_scope)),
     );
     let tenant_ctx = Arc::new(TenantContext::new(client.clone(), config.tenant_network));
+    let feedback = match &config.feedback {
+        Some(settings) => {
+            let fulfillment = FulfillmentClient::new(settings)
+                .map_err(|e| anyhow::anyhow!("fulfillment service: {e}"))?;
+            info!(address = %settings.address, "reporting CI state to the fulfillment service");
+            Some(Arc::new(FeedbackContext::new(
+                client.clone(),
+                fulfillment,
+                feedback_metrics,
+            )))
+        }
+        None => None,
+    };
     // ComputeInstances and Tenants are watched in the same scope (SPEC 12).
     let (api, tenants): (Api<ComputeInstance>, Api<Tenant>) = match &config.scope {
         WatchScope::Namespace(ns) => (
@@ -204,7 +223,7 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
     };
 
     ready.store(true, Ordering::Relaxed);
-    // Both controllers stop on SIGTERM or when the Lease is lost, and finish in-flight passes.
+    // Every controller stops on SIGTERM or when the Lease is lost, and finish in-flight passes.
     let (halt_tx, halt_rx) = watch::channel(false);
     let stop = stopped(stop_rx.clone());
     let lost = leadership.as_ref().map(leader::Leadership::lost);
@@ -220,9 +239,19 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         }
         let _ = halt_tx.send(true);
     });
+    let feedback_run = {
+        let api = api.clone();
+        let halted = stopped(halt_rx.clone());
+        async move {
+            if let Some(feedback) = feedback {
+                cloudkit_feedback::controller::run(feedback, api, halted).await;
+            }
+        }
+    };
     tokio::join!(
         cloudkit_reconciler::run(ctx, api, config.concurrency, stopped(halt_rx.clone())),
         run_tenants(tenant_ctx, tenants, stopped(halt_rx)),
+        feedback_run,
     );
     if let Some(leadership) = leadership {
         leadership.release().await;

@@ -229,12 +229,40 @@ impl FakeFulfillment {
             .await
     }
 
+    /// Serves the fake without TLS on `addr`: to bring a stopped server back where its clients
+    /// expect it (the port may take a moment to be free again; binding is retried for a second).
+    pub async fn serve_plaintext_at(&self, addr: SocketAddr) -> std::io::Result<FakeServer> {
+        let mut attempts = 0;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(listener) => break listener,
+                Err(_) if attempts < 20 => {
+                    attempts += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.serve_on(listener, None)
+    }
+
     async fn serve(&self, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<FakeServer> {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+        self.serve_on(listener, tls)
+    }
+
+    fn serve_on(
+        &self,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> std::io::Result<FakeServer> {
         let addr = listener.local_addr()?;
         let service = ComputeInstancesServer::new(self.clone());
         let task = tokio::spawn(async move {
+            // Owned by this task: stopping the server also closes its open connections.
+            let mut connections = tokio::task::JoinSet::new();
             loop {
+                while connections.try_join_next().is_some() {}
                 let tcp = match listener.accept().await {
                     Ok((tcp, _)) => tcp,
                     Err(_) => {
@@ -245,7 +273,7 @@ impl FakeFulfillment {
                 };
                 let service = service.clone();
                 let tls = tls.clone();
-                tokio::spawn(async move {
+                connections.spawn(async move {
                     let builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
                     let service = TowerToHyperService::new(service);
                     // Connection errors (a client going away) end only that connection.
@@ -416,7 +444,7 @@ impl ComputeInstances for FakeFulfillment {
     }
 }
 
-/// A running fake server; stopped when dropped.
+/// A running fake server; stopped when dropped, its open connections closed.
 #[derive(Debug)]
 pub struct FakeServer {
     addr: SocketAddr,

@@ -7,8 +7,8 @@
 //! - [`client`]: settings, TLS policy, the bearer token re-read for every call, and
 //!   [`FulfillmentClient`] with `get`, `update` and `signal`.
 //! - [`plan`]: the feedback controller's decisions for one CI (finalizer, Update, deletion,
-//!   Signal, backoff) as a pure function; the Kubernetes shell that carries them out is not here
-//!   yet.
+//!   Signal, backoff) as a pure function.
+//! - [`controller`]: the Kubernetes shell that watches CIs and carries the plans out.
 //! - `fake` (feature `fake`): a fake service for tests, plaintext or TLS on loopback.
 //!
 //! Embedding it in another controller: fetch the object, map the CI onto it, and send it back
@@ -31,6 +31,7 @@
 //! ```
 
 pub mod client;
+pub mod controller;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod mapping;
@@ -41,4 +42,5 @@ pub use client::{
     BearerToken, CallError, ClientError, Endpoint, FulfillmentClient, Settings, SettingsError,
     Transport,
 };
+pub use controller::{FeedbackContext, FeedbackMetrics};
 pub use mapping::{FLOATING_IP_ANNOTATION, Mapped, Observed, map_observed, map_status};

@@ -115,6 +115,12 @@ impl Metrics {
         }
     }
 
+    /// The registry, for other controllers of the process to register their metrics in before
+    /// the handle is shared (they are then rendered with these).
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     /// A shareable handle.
     pub fn shared() -> Arc<Self> {
         Arc::new(Self::new())

@@ -93,6 +93,41 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_setting() {
 }
 
 #[test]
+fn a_token_never_travels_in_clear_to_the_fulfillment_service() {
+    let aap = [
+        ("CLOUDKIT_AAP_URL", "https://aap.example/api"),
+        ("CLOUDKIT_AAP_TOKEN", "secret-token-value"),
+        ("CLOUDKIT_AAP_PROVISION_TEMPLATE", "p"),
+        ("CLOUDKIT_AAP_DEPROVISION_TEMPLATE", "d"),
+    ];
+    // As the Go Deployment passes it: the boolean flag without a value.
+    let mut by_flags = bare();
+    by_flags.envs(aap).args([
+        "--fulfillment-server-address=fulfillment:8000",
+        "--grpc-plaintext",
+        "--fulfillment-server-token-file=/var/run/secrets/token",
+    ]);
+    let mut by_env = bare();
+    by_env.envs(aap).envs([
+        ("CLOUDKIT_FULFILLMENT_SERVER_ADDRESS", "fulfillment:8000"),
+        ("CLOUDKIT_GRPC_PLAINTEXT", "true"),
+        ("CLOUDKIT_FULFILLMENT_TOKEN_FILE", "/var/run/secrets/token"),
+    ]);
+    for mut cmd in [by_flags, by_env] {
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line: {stderr}");
+        assert!(
+            lines[0].starts_with("error: CLOUDKIT_GRPC_PLAINTEXT: ")
+                && lines[0].contains("CLOUDKIT_FULFILLMENT_TOKEN_FILE"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn crd_subcommand_prints_the_committed_crds() {
     let out = bare().arg("crd").output().unwrap();
     assert!(out.status.success());
@@ -430,4 +465,98 @@ async fn tenants_are_set_up_and_torn_down_under_the_deployed_roles() {
         })
         .await;
     scene.assert_no_forbidden();
+}
+
+/// The binary runs the feedback controller next to the others, under the same leader election
+/// and as the RBAC-limited user with the roles of `deploy/rbac.yaml`: a labelled CI's state
+/// reaches the fulfillment service, and its deletion ends with one Signal once the CI controller
+/// has let it go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fulfillment_service_learns_the_state_and_the_deletion() {
+    use cloudkit_feedback::fake::{FakeFulfillment, Method};
+    use cloudkit_feedback::proto::private::v1 as pb;
+
+    let fake = FakeFulfillment::new();
+    let uuid = "3e8a1c2d-0000-4000-8000-0000000000e2";
+    let original = FakeFulfillment::object(uuid, "t");
+    fake.insert(original.clone());
+    let server = fake.serve_plaintext().await.unwrap();
+    let mut scene = Scene::new("feedback-bin").await;
+    let ns = scene.namespace.clone();
+    let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
+    let address = server.address();
+    scene
+        .start_operator(
+            Scene::aap_operator("feedback", &ns, &sim)
+                .env("CLOUDKIT_TENANT_NETWORK", "none")
+                .env(
+                    "RUST_LOG",
+                    "info,cloudkit_reconciler=debug,cloudkit_feedback=debug",
+                )
+                .env("CLOUDKIT_FULFILLMENT_SERVER_ADDRESS", &address)
+                .env("CLOUDKIT_GRPC_PLAINTEXT", "true"),
+        )
+        .await;
+    let state_sent = |state: pb::ComputeInstanceState| {
+        fake.calls_of(Method::Update)
+            .iter()
+            .filter_map(|c| c.object.as_ref())
+            .any(|o| o.status.as_ref().is_some_and(|s| s.state == state as i32))
+    };
+
+    let api = api(&ns).await;
+    let mut ci = ComputeInstance::new("vm-f", ComputeInstanceSpec::for_template("t"));
+    ci.metadata.labels = Some(
+        [(
+            cloudkit_api::metadata::UUID_LABEL.to_string(),
+            uuid.to_string(),
+        )]
+        .into(),
+    );
+    api.create(&Default::default(), &in_test_tenant(ci))
+        .await
+        .unwrap();
+    let running = wait_for(&api, "vm-f", Some(&sim), "Running", |ci| {
+        ci.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+    })
+    .await;
+    eventually("an Update with RUNNING", || async {
+        state_sent(pb::ComputeInstanceState::Running)
+    })
+    .await;
+    let finalizers = api
+        .get("vm-f")
+        .await
+        .unwrap()
+        .metadata
+        .finalizers
+        .unwrap_or_default();
+    assert!(
+        finalizers
+            .iter()
+            .any(|f| f == cloudkit_feedback::plan::FEEDBACK_FINALIZER),
+        "{finalizers:?} of {running:?}"
+    );
+    let sent = fake
+        .calls_of(Method::Update)
+        .last()
+        .cloned()
+        .unwrap()
+        .object
+        .unwrap();
+    assert_eq!(sent.metadata, original.metadata);
+    assert_eq!(sent.spec, original.spec);
+
+    api.delete("vm-f", &Default::default()).await.unwrap();
+    wait_gone(&api, "vm-f", Some(&sim)).await;
+    assert!(state_sent(pb::ComputeInstanceState::Deleting));
+    eventually("a Signal", || async { fake.signals(uuid) >= 1 }).await;
+    assert_eq!(fake.signals(uuid), 1);
+    let op = scene.operators.remove(0);
+    assert!(
+        op.forbidden_lines().is_empty(),
+        "{:?}",
+        op.forbidden_lines()
+    );
+    stops_on_sigterm(op).await;
 }
