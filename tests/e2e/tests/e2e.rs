@@ -620,7 +620,10 @@ async fn playbooks_follow_template_parameters() {
         Some("vm-pb")
     );
     assert_eq!(vm.data["spec"]["running"], true);
-    assert_eq!(vm.data["status"]["conditions"][0]["status"], "True", "{log}");
+    assert_eq!(
+        vm.data["status"]["conditions"][0]["status"], "True",
+        "{log}"
+    );
 
     let (ok, log, _) = run("deprovision.yml", &get().await, "v2");
     assert!(!ok, "sim_deprovision_outcome=failed fails the run:\n{log}");
