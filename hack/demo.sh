@@ -6,7 +6,8 @@
 #   hack/demo.sh down   (`./x demo-down`)  stop everything the demo started
 #
 # What runs (all on loopback, every process tracked by a PID file in target/demo/pids/):
-#   - a real kube-apiserver 1.20 + etcd (the `testenv` binary) with the ComputeInstance CRD
+#   - a real kube-apiserver 1.20 + etcd (the `testenv` binary) with the ComputeInstance CRD, the
+#     KubeVirt, CDI and OVN-Kubernetes CRDs and a fake KubeVirt (it runs the playbooks' VMs)
 #   - the AWX simulator (`aap-sim`) in playbook mode: AAP jobs act on the CIs like the playbooks
 #   - ansible-rulebook with examples/automation/rulebook.yml: EDA runs the real playbooks
 #   - two cloudkit-operator processes, one per provider, each watching its own namespace

@@ -260,7 +260,7 @@ async fn delete_during_provision_cancels_then_deprovisions_once() {
         .eventually("the playbook at its 30 s of work", || async {
             sim_stdout(sim, &provision_id)
                 .await
-                .contains("TASK [Create the virtual machine]")
+                .contains("TASK [Wait as asked by templateParameters]")
         })
         .await;
     let job_dir = sim_job(sim, &provision_id).await["job_cwd"]

@@ -7,10 +7,22 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cloudkit_api::metadata::{AAP_FINALIZER, FINALIZER, RECONCILED_CONFIG_VERSION_ANNOTATION};
-use cloudkit_api::{ComputeInstance, ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind};
+use cloudkit_api::metadata::{
+    AAP_FINALIZER, COMPUTE_INSTANCE_LABEL, CONDITION_AVAILABLE, CONDITION_RESTART_FAILED,
+    CONDITION_RESTART_IN_PROGRESS, FINALIZER, RECONCILED_CONFIG_VERSION_ANNOTATION,
+};
+use cloudkit_api::names::{tenant_namespace, tenant_object_name};
+use cloudkit_api::{
+    ComputeInstance, ComputeInstanceSpec, JobState, JobType, Phase, ProviderKind, Tenant,
+    TenantPhase, TenantSpec,
+};
+use cloudkit_reconciler::vm_resource;
 use cloudkit_test_support::*;
-use kube::Api;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
 
 fn is_utc(timestamp: &str) -> bool {
     timestamp.ends_with('Z') && timestamp.parse::<jiff::Timestamp>().is_ok()
@@ -389,6 +401,131 @@ async fn metrics_and_events_of_the_operator_process() {
     scene.assert_no_forbidden();
 }
 
+/// The platform end to end (SPEC 8 to 11): the operator binary as the RBAC-limited user with the
+/// tenant network on, AAP jobs running the real playbooks. A CI that names its tenant gets a
+/// Ready Tenant with a namespace and a network, one provision job that creates the VirtualMachine
+/// there, the reference to it and Available=True; a restart request recreates the VMI once without
+/// a job; the deletion runs one deprovision job that removes the VM, and the Tenant and its
+/// namespace go with their last CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ci_gets_a_tenant_and_a_vm_restarts_it_and_takes_the_tenant_with_it() {
+    let mut scene = Scene::new("e2e-platform").await;
+    let ns = scene.namespace.clone();
+    let client = scene.client.clone();
+    let sim = runner_simulator().await;
+    scene
+        .start_operator(
+            Scene::aap_operator("operator-platform", &ns, &sim)
+                .env("CLOUDKIT_TENANT_NETWORK", "udn"),
+        )
+        .await;
+    scene.sim = Some(sim);
+    let launches = |scene: &Scene| scene.sim.as_ref().unwrap().simulator().stats().launches;
+    let kubevirt = cloudkit_testenv::kubevirt::shared_fake();
+    let tenant_name = tenant_object_name(TEST_TENANT);
+    let work_ns = tenant_namespace(&ns, TEST_TENANT).unwrap();
+    let tenants: Api<Tenant> = Api::namespaced(client.clone(), &ns);
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &work_ns, &vm_resource());
+
+    scene
+        .create(
+            &ns,
+            "vm-p",
+            ComputeInstanceSpec::for_template("e2e_template"),
+        )
+        .await;
+    let available = |ci: &ComputeInstance| {
+        condition(ci, CONDITION_AVAILABLE).is_some_and(|c| c.status == "True")
+    };
+    let ci = scene
+        .wait_for(&ns, "vm-p", "Running with its VM Available", |ci| {
+            running_and_provisioned(ci) && available(ci)
+        })
+        .await;
+    let status = ci.status.clone().unwrap();
+    let reference = status.tenant_reference.clone().unwrap();
+    assert_eq!(
+        (reference.name.as_str(), reference.namespace.as_str()),
+        (tenant_name.as_str(), ns.as_str())
+    );
+    let tenant = tenants.get(&tenant_name).await.unwrap();
+    assert_eq!(tenant.phase(), Some(TenantPhase::Ready));
+    assert_eq!(
+        tenant.status.as_ref().unwrap().namespace.as_deref(),
+        Some(work_ns.as_str())
+    );
+    assert!(namespaces.get_opt(&work_ns).await.unwrap().is_some());
+    let udns: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &work_ns,
+        &cloudkit_reconciler::tenant::udn_resource(),
+    );
+    assert!(
+        udns.get_opt("udn").await.unwrap().is_some(),
+        "the tenant's network"
+    );
+    let vm_ref = status.virtual_machine_reference.clone().unwrap();
+    assert_eq!(
+        (
+            vm_ref.namespace.as_str(),
+            vm_ref.kube_virt_virtual_machine_name.as_str()
+        ),
+        (work_ns.as_str(), "vm-p")
+    );
+    let vm = vms.get("vm-p").await.unwrap();
+    assert_eq!(
+        vm.labels().get(COMPUTE_INSTANCE_LABEL).map(String::as_str),
+        Some("vm-p")
+    );
+    assert_eq!(jobs(&ci).len(), 1, "{:?}", jobs(&ci));
+    assert_eq!(launches(&scene), 1);
+    assert_eq!(kubevirt.vmis_created_in(&work_ns), 1);
+
+    // A restart request, in whole seconds as a client writes it.
+    let request = Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap());
+    scene
+        .merge_patch(
+            &ns,
+            "vm-p",
+            serde_json::json!({"spec": {"restartRequestedAt": request}}),
+        )
+        .await;
+    let ci = scene
+        .wait_for(&ns, "vm-p", "the restart done and the VM Available", |ci| {
+            ci.status.as_ref().and_then(|s| s.last_restarted_at.clone()) == Some(request.clone())
+                && available(ci)
+        })
+        .await;
+    assert!(condition(&ci, CONDITION_RESTART_IN_PROGRESS).is_none());
+    assert!(condition(&ci, CONDITION_RESTART_FAILED).is_none());
+    assert_eq!(kubevirt.vmis_created_in(&work_ns), 2, "one new VMI");
+    assert_eq!(jobs(&ci).len(), 1, "a restart runs no job");
+    assert_eq!(launches(&scene), 1);
+
+    let last = scene.delete_and_wait_gone(&ns, "vm-p").await;
+    let history = jobs(&last.ci);
+    let types: Vec<JobType> = history.iter().map(|j| j.job_type).collect();
+    assert_eq!(
+        types,
+        [JobType::Provision, JobType::Deprovision],
+        "{history:?}"
+    );
+    assert_eq!(launches(&scene), 2, "one deprovision job");
+    assert!(
+        vms.get_opt("vm-p").await.unwrap().is_none(),
+        "the deprovision job removed the VirtualMachine"
+    );
+    scene
+        .eventually("the Tenant and its namespace to be gone", || async {
+            matches!(tenants.get_opt(&tenant_name).await, Ok(None))
+                && matches!(namespaces.get_opt(&work_ns).await, Ok(None))
+        })
+        .await;
+    assert_eq!(kubevirt.vmis_created_in(&work_ns), 2);
+    scene.assert_no_forbidden();
+}
+
 /// The playbooks as an AAP job runs them (`ansible_eda.event.payload` in extra vars), steered by
 /// templateParameters: a failed provision keeps the finalizer and writes no annotation; a slow
 /// one takes its time; a failed deprovision keeps the finalizer, a good one removes only it.
@@ -410,10 +547,20 @@ async fn playbooks_follow_template_parameters() {
     );
     ci.metadata.finalizers = Some(vec![FINALIZER.to_string()]);
     api.create(&Default::default(), &ci).await.unwrap();
+    // The playbooks work in the tenant's namespace, found through status.tenantReference: a
+    // Ready Tenant with its namespace, as the operator's Tenant controller leaves it.
+    let client = env.admin_client().await;
+    let tenant_name = tenant_object_name(TEST_TENANT);
+    let work_ns = tenant_namespace(&ns, TEST_TENANT).unwrap();
+    create_ready_tenant(&client, &ns, &tenant_name, &work_ns).await;
+    let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &work_ns, &vm_resource());
 
     let run = |playbook: &str, ci: &ComputeInstance, desired: &str| {
         let mut payload = serde_json::to_value(ci).unwrap();
-        payload["status"] = serde_json::json!({"desiredConfigVersion": desired});
+        payload["status"] = serde_json::json!({
+            "desiredConfigVersion": desired,
+            "tenantReference": {"name": tenant_name, "namespace": ns},
+        });
         let vars = serde_json::json!({"ansible_eda": {"event": {"payload": payload}}});
         let file = run_dir().join(format!("{}-{playbook}-vars.json", ns));
         std::fs::write(&file, vars.to_string()).unwrap();
@@ -466,6 +613,17 @@ async fn playbooks_follow_template_parameters() {
     let (ok, log, _) = run("provision.yml", &get().await, "v2");
     assert!(ok, "{log}");
     assert_eq!(annotation(&get().await).as_deref(), Some("v2"), "{log}");
+    // It created the labelled VirtualMachine in the tenant's namespace and waited for Ready.
+    let vm = vms.get("vm-pb").await.unwrap();
+    assert_eq!(
+        vm.labels().get(COMPUTE_INSTANCE_LABEL).map(String::as_str),
+        Some("vm-pb")
+    );
+    assert_eq!(vm.data["spec"]["running"], true);
+    assert_eq!(
+        vm.data["status"]["conditions"][0]["status"], "True",
+        "{log}"
+    );
 
     let (ok, log, _) = run("deprovision.yml", &get().await, "v2");
     assert!(!ok, "sim_deprovision_outcome=failed fails the run:\n{log}");
@@ -494,6 +652,39 @@ async fn playbooks_follow_template_parameters() {
         [FINALIZER],
         "only its own finalizer goes:\n{log}"
     );
+    assert!(
+        vms.get_opt("vm-pb").await.unwrap().is_none(),
+        "the VirtualMachine is gone:\n{log}"
+    );
+}
+
+/// Tenant `name` in `namespace`, Ready, with `tenant_ns` (created here) as its namespace.
+async fn create_ready_tenant(client: &Client, namespace: &str, name: &str, tenant_ns: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut object = Namespace::default();
+    object.metadata.name = Some(tenant_ns.to_string());
+    namespaces
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
+    let tenants: Api<Tenant> = Api::namespaced(client.clone(), namespace);
+    tenants
+        .create(
+            &PostParams::default(),
+            &Tenant::new(
+                name,
+                TenantSpec {
+                    name: TEST_TENANT.into(),
+                },
+            ),
+        )
+        .await
+        .unwrap();
+    let status = serde_json::json!({"status": {"phase": "Ready", "namespace": tenant_ns}});
+    tenants
+        .patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
 }
 
 /// The manifests of `deploy/` (but the CRD, which the other tests install) are accepted by a real

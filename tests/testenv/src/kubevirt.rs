@@ -2,6 +2,9 @@
 //! OVN-Kubernetes, and a fake KubeVirt that behaves, as far as the operator and the automation
 //! can see, like the real one (SPEC 8.1).
 //!
+//! The environment of [`crate::shared()`] has the CRDs installed and runs one fake for the whole
+//! test process ([`shared_fake()`]), so that two fakes never manage the same VirtualMachine.
+//!
 //! The fake is a loop over the labelled VirtualMachines of the whole cluster. A VM with
 //! `spec.running: true` gets one VirtualMachineInstance of its name (created about a second after
 //! the VM, or after the VMI was deleted, as KubeVirt does on a restart) and the status condition
@@ -11,8 +14,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kube::api::{
@@ -74,7 +77,25 @@ pub fn vmi_resource() -> ApiResource {
 pub struct FakeKubeVirt {
     stop: Arc<AtomicBool>,
     vmis_created: Arc<Mutex<HashMap<String, usize>>>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+static SHARED_FAKE: OnceLock<FakeKubeVirt> = OnceLock::new();
+
+/// The fake KubeVirt of the shared environment ([`crate::shared()`]), over every namespace;
+/// starts the environment when it is not running yet.
+///
+/// # Panics
+///
+/// As [`crate::shared()`] does.
+pub fn shared_fake() -> &'static FakeKubeVirt {
+    let env = crate::shared();
+    SHARED_FAKE.get_or_init(|| FakeKubeVirt::start_on_thread(env.kubeconfig_yaml(), ""))
+}
+
+/// Starts the fake of the shared environment (called once, when it has started).
+pub(crate) fn start_shared_fake(kubeconfig_yaml: &str) {
+    SHARED_FAKE.get_or_init(|| FakeKubeVirt::start_on_thread(kubeconfig_yaml, ""));
 }
 
 impl FakeKubeVirt {
@@ -93,7 +114,42 @@ impl FakeKubeVirt {
         FakeKubeVirt {
             stop,
             vmis_created,
-            task,
+            task: Some(task),
+        }
+    }
+
+    /// Starts the loop on a thread of its own with its own tokio runtime and its own
+    /// administrator client (from `kubeconfig_yaml`), so that it outlives the runtime of any
+    /// test. It ends at the next tick after the fake is dropped.
+    pub fn start_on_thread(kubeconfig_yaml: &str, namespace_prefix: &str) -> FakeKubeVirt {
+        let stop = Arc::new(AtomicBool::new(false));
+        let vmis_created = Arc::new(Mutex::new(HashMap::new()));
+        let (yaml, prefix) = (kubeconfig_yaml.to_string(), namespace_prefix.to_string());
+        let (thread_stop, thread_created) = (stop.clone(), vmis_created.clone());
+        let spawned = std::thread::Builder::new()
+            .name("fake-kubevirt".into())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => return eprintln!("fake kubevirt: no tokio runtime: {e}"),
+                };
+                runtime.block_on(async move {
+                    match crate::client_for(&yaml).await {
+                        Ok(client) => run(client, prefix, thread_stop, thread_created).await,
+                        Err(e) => eprintln!("fake kubevirt: no client: {e}"),
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            eprintln!("fake kubevirt: no thread: {e}");
+        }
+        FakeKubeVirt {
+            stop,
+            vmis_created,
+            task: None,
         }
     }
 
@@ -109,7 +165,9 @@ impl FakeKubeVirt {
 impl Drop for FakeKubeVirt {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 

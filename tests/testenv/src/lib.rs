@@ -23,6 +23,9 @@
 //! # }
 //! ```
 //!
+//! The shared environment also has the platform's CRDs and runs one fake KubeVirt for the
+//! whole process ([`kubevirt::shared_fake`]).
+//!
 //! Two users exist: an administrator (group `system:masters`) and [`LIMITED_USER`] in group
 //! [`LIMITED_GROUP`], who has no permissions until a test binds it to a role.
 //!
@@ -148,7 +151,12 @@ pub fn shared() -> &'static TestEnv {
 /// It is never dropped; its watchdog stops the servers when the test process exits.
 pub fn try_shared() -> Result<&'static TestEnv> {
     SHARED
-        .get_or_init(|| TestEnv::start().map_err(|e| e.to_string()))
+        .get_or_init(|| {
+            let env = TestEnv::start().map_err(|e| e.to_string())?;
+            env.install_platform().map_err(|e| e.to_string())?;
+            kubevirt::start_shared_fake(env.kubeconfig_yaml());
+            Ok(env)
+        })
         .as_ref()
         .map_err(|e| Error::Shared(e.clone()))
 }
@@ -317,6 +325,21 @@ impl TestEnv {
             .await
             .map_err(|e| Error::kube(format!("creating namespace {name}"), e))?;
         Ok(name)
+    }
+}
+
+impl TestEnv {
+    /// Installs the platform's CRDs (VirtualMachine, VirtualMachineInstance, DataVolume,
+    /// UserDefinedNetwork; see [`kubevirt`]). Blocking. The shared environment has them; an owned
+    /// one stands for a cluster without KubeVirt and OVN-Kubernetes until this is called.
+    pub fn install_platform(&self) -> Result<()> {
+        let yaml = &self.admin_kubeconfig;
+        on_helper_thread(|runtime| {
+            runtime.block_on(async {
+                let client = client_for(yaml).await?;
+                kubevirt::install_platform_crds(&client).await
+            })
+        })?
     }
 }
 

@@ -4,9 +4,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use cloudkit_testenv::kubevirt::{
-    FakeKubeVirt, VM_LABEL, install_platform_crds, vm_resource, vmi_resource,
-};
+use cloudkit_testenv::kubevirt::{VM_LABEL, shared_fake, vm_resource, vmi_resource};
 use cloudkit_testenv::shared;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -49,9 +47,9 @@ async fn vmi_uid(vmis: &Api<DynamicObject>, name: &str) -> Result<Option<String>
 async fn vms_get_instances_ready_conditions_and_restarts() -> Result<()> {
     let env = shared();
     let client: Client = env.admin_client().await;
-    install_platform_crds(&client).await?;
     let ns = env.namespace("kubevirt").await;
-    let fake = FakeKubeVirt::start(client.clone(), &ns);
+    // The shared environment has the CRDs and runs the fake over every namespace.
+    let fake = shared_fake();
     let vms: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vm_resource());
     let vmis: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &vmi_resource());
 

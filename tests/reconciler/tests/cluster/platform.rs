@@ -12,7 +12,7 @@ use cloudkit_provider::ProviderRegistry;
 use cloudkit_reconciler::restart::{initiated_message, reason as restart_reason};
 use cloudkit_reconciler::{set_condition, vm_resource, vmi_resource};
 use cloudkit_test_support::*;
-use cloudkit_testenv::kubevirt::{FakeKubeVirt, install_platform_crds};
+use cloudkit_testenv::kubevirt::shared_fake;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
@@ -55,7 +55,6 @@ fn whole_seconds_now() -> Time {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ci_waits_for_its_tenant_then_tracks_its_vm_and_restarts_it_once() {
     let client = env().admin_client().await;
-    install_platform_crds(&client).await.unwrap();
     let ns = env().namespace("platform").await;
     let sim = simulator(
         phases(100, 0, 200),
@@ -63,7 +62,7 @@ async fn a_ci_waits_for_its_tenant_then_tracks_its_vm_and_restarts_it_once() {
         Outcome::Successful,
     )
     .await;
-    let kubevirt = FakeKubeVirt::start(client.clone(), &ns);
+    let kubevirt = shared_fake();
     let op =
         Operator::start_on_platform(&ns, ProviderRegistry::new(aap_provider(&sim)), settings())
             .await;
@@ -181,14 +180,13 @@ async fn a_ci_waits_for_its_tenant_then_tracks_its_vm_and_restarts_it_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_interrupted_at_either_write_deletes_one_vmi() {
     let client = env().admin_client().await;
-    install_platform_crds(&client).await.unwrap();
     let sim = simulator(
         phases(100, 0, 200),
         phases(100, 0, 200),
         Outcome::Successful,
     )
     .await;
-    let kubevirt = FakeKubeVirt::start(client.clone(), "restart-kill");
+    let kubevirt = shared_fake();
     for (case, delete_before_start) in [
         ("intent written, VMI not deleted", false),
         ("VMI deleted, restart not finished", true),

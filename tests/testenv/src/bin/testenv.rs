@@ -8,7 +8,9 @@
 //!
 //! State lives in `<workspace>/.testenv/` (or `--dir DIR`): `kubeconfig` (administrator),
 //! `limited.kubeconfig` (the RBAC-limited user), `pids` and `testenv.log`. The background process
-//! owns the environment; its watchdog cleans up even if that process is killed.
+//! owns the environment; its watchdog cleans up even if that process is killed. The environment
+//! has the platform's CRDs (KubeVirt, CDI, OVN-Kubernetes) and a fake KubeVirt that runs the
+//! VirtualMachines the sample playbooks create.
 
 use std::fs;
 use std::os::unix::process::CommandExt;
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use cloudkit_testenv::TestEnv;
+use cloudkit_testenv::kubevirt::FakeKubeVirt;
 
 const USAGE: &str = "usage: testenv [--dir DIR] [--down | --status]";
 /// The background process marks itself with this argument so that `--down` can tell it from an
@@ -184,6 +187,10 @@ fn up(state: &State) -> Result<()> {
 
 fn serve(state: &State) -> Result<()> {
     let env = TestEnv::start()?;
+    // The platform the sample automation works with: KubeVirt, CDI and OVN-Kubernetes CRDs, and
+    // a fake KubeVirt that runs the VirtualMachines the playbooks create while this process lives.
+    env.install_platform()?;
+    let kubevirt = FakeKubeVirt::start_on_thread(env.kubeconfig_yaml(), "");
     fs::copy(env.kubeconfig_path(), state.kubeconfig())?;
     fs::copy(env.limited_kubeconfig_path(), state.limited_kubeconfig())?;
     let [etcd, apiserver, watchdog] = env.pids();
@@ -217,6 +224,7 @@ fn serve(state: &State) -> Result<()> {
         anyhow::Ok(())
     })?;
     eprintln!("testenv: stopping");
+    drop(kubevirt);
     drop(env);
     state.clear();
     Ok(())
