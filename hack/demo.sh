@@ -2,7 +2,8 @@
 # A local demo of cloudkit-operator, start to finish, without a cluster:
 #
 #   hack/demo.sh        (`./x demo`)       start everything, provision sample VMs with both
-#                                          providers, delete one, leave the rest running
+#                                          providers (each CI in its tenant), delete one,
+#                                          restart one, leave the rest running
 #   hack/demo.sh down   (`./x demo-down`)  stop everything the demo started
 #
 # What runs (all on loopback, every process tracked by a PID file in target/demo/pids/):
@@ -199,7 +200,7 @@ for ns in "${NAMESPACES[@]}"; do
   k apply -n "$ns" -f examples/computeinstances.yaml | sed 's/^/  /'
 done
 
-COLUMNS='NAMESPACE:.metadata.namespace,NAME:.metadata.name,PROVIDER:.status.jobs[-1:].provider,PHASE:.status.phase,JOB:.status.jobs[-1:].jobID,TYPE:.status.jobs[-1:].type,STATE:.status.jobs[-1:].state'
+COLUMNS='NAMESPACE:.metadata.namespace,NAME:.metadata.name,PROVIDER:.status.jobs[-1:].provider,PHASE:.status.phase,JOB:.status.jobs[-1:].jobID,TYPE:.status.jobs[-1:].type,STATE:.status.jobs[-1:].state,VM:.status.virtualMachineReference.kubeVirtVirtualMachineName,AVAILABLE:.status.conditions[?(@.type=="Available")].status,RESTARTED:.status.lastRestartedAt'
 table() { k get ci -A -o "custom-columns=$COLUMNS" 2>/dev/null; }
 # show_until SECONDS WHAT CHECK: redraws the table (on a terminal) or prints it when it changes,
 # until CHECK holds.
@@ -232,12 +233,28 @@ gone() { ! k get ci -n demo-eda vm-scratch >/dev/null 2>&1; }
 show_until 90 "deprovisioning demo-eda/vm-scratch" gone
 say "demo-eda/vm-scratch is gone"
 
+# The EDA CIs ran the sample playbooks, which made a VirtualMachine in the tenant's namespace
+# (the AAP ones ran the simulator's stand-in, which makes none).
+say "tenants (one per namespace here) and their namespaces:"
+k get tenants -A | sed 's/^/  /'
+vm_available() {
+  [ "$(k get ci -n demo-eda vm-fedora -o 'jsonpath={.status.conditions[?(@.type=="Available")].status}')" = True ]
+}
+show_until 60 "demo-eda/vm-fedora: its VirtualMachine is Ready" vm_available
+requested=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+say "restarting demo-eda/vm-fedora (spec.restartRequestedAt=$requested): the operator deletes its VMI once, no job"
+k patch ci -n demo-eda vm-fedora --type merge -p "{\"spec\":{\"restartRequestedAt\":\"$requested\"}}" | sed 's/^/  /'
+restarted() { [ "$(k get ci -n demo-eda vm-fedora -o 'jsonpath={.status.lastRestartedAt}')" = "$requested" ]; }
+show_until 60 "restarting demo-eda/vm-fedora" restarted
+say "demo-eda/vm-fedora restarted (status.lastRestartedAt=$requested)"
+
 echo
 printf '%sDemo ready in %ss.%s Everything keeps running; poke at it:\n\n' "$G" "$((SECONDS - started))" "$N"
 cat <<EOF
   export KUBECONFIG=$KUBECONFIG_FILE
   alias kubectl=$KUBECTL           # kubectl 1.20, matching the API server
   kubectl get ci -A
+  kubectl get tenants -A
   kubectl describe ci -n demo-aap vm-fedora
   kubectl get ci -n demo-eda vm-fedora -o yaml
   kubectl get events.events.k8s.io -n demo-aap
