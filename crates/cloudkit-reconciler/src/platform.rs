@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cloudkit_api::metadata::{APP_NAME, APP_NAME_LABEL, COMPUTE_INSTANCE_LABEL, TENANT_ANNOTATION};
 use cloudkit_api::names::tenant_object_name;
-use cloudkit_api::{ComputeInstance, Tenant, TenantSpec};
+use cloudkit_api::{ComputeInstance, Tenant, TenantPhase, TenantSpec};
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
@@ -132,17 +132,31 @@ impl Platform {
             None => Api::all(self.client.clone()),
         };
         let this = self.clone();
+        // What the CIs' rules read of each Tenant, as last seen: only a change of it wakes the
+        // owners. Every CI that adopts a Tenant changes its owner list, and waking all owners for
+        // that would cost a pass per owner per adoption.
+        let mut seen: HashMap<(String, String), (Option<TenantPhase>, Option<String>)> =
+            HashMap::new();
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .reflect(writer)
             .touched_objects()
             .for_each(|event| {
                 if let Ok(tenant) = event {
-                    // The CIs that own it: a Tenant turning Ready lets them start.
                     let ns = tenant.namespace().unwrap_or_default();
-                    for owner in tenant.owner_references() {
-                        if owner.kind == "ComputeInstance" {
-                            this.wake(ObjectRef::new(&owner.name).within(&ns));
+                    let status = tenant.status.as_ref();
+                    let now = (
+                        status.and_then(|s| s.phase),
+                        status.and_then(|s| s.namespace.clone()),
+                    );
+                    let key = (ns.clone(), tenant.name_any());
+                    if seen.get(&key) != Some(&now) {
+                        seen.insert(key, now);
+                        // The CIs that own it: a Tenant turning Ready lets them start.
+                        for owner in tenant.owner_references() {
+                            if owner.kind == "ComputeInstance" {
+                                this.wake(ObjectRef::new(&owner.name).within(&ns));
+                            }
                         }
                     }
                 }
