@@ -131,6 +131,24 @@ fn with_children_watchdog(f: impl FnOnce(&mut Watchdog)) {
     }
 }
 
+/// Polls `check` until it answers true, for at most `deadline`; the error names `what` and
+/// carries the servers' log tails. For the environment's own tests (the shared harness crate has
+/// the richer waits the other test crates use).
+pub async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<bool>>,
+{
+    let start = Instant::now();
+    while start.elapsed() < deadline {
+        if check().await? {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("not within {deadline:?}: {what}\n{}", shared().log_tails())
+}
+
 /// The environment shared by all tests of this test binary, started on first use.
 ///
 /// # Panics

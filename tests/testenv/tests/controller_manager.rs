@@ -1,11 +1,10 @@
 //! kube-controller-manager runs next to the test API server: owner references are garbage
 //! collected and a deleted namespace is emptied and disappears (both are needed by Tenants).
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
-use cloudkit_testenv::shared;
+use cloudkit_testenv::{eventually, shared};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::Api;
@@ -13,21 +12,6 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 
 /// The controller manager collects within seconds; the bound allows for a busy 2-core machine.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if check().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    bail!("not within {DEADLINE:?}: {what}\n{}", shared().log_tails())
-}
 
 fn config_map(name: &str, owner: Option<&ConfigMap>) -> ConfigMap {
     ConfigMap {
@@ -59,7 +43,7 @@ async fn an_object_whose_only_owner_is_deleted_is_collected() -> Result<()> {
     api.create(&pp, &config_map("bystander", None)).await?;
 
     api.delete("owner", &DeleteParams::default()).await?;
-    wait_for("the owned ConfigMap to be collected", || async {
+    eventually("the owned ConfigMap to be collected", DEADLINE, || async {
         Ok(api.get_opt("owned").await?.is_none())
     })
     .await?;
@@ -80,7 +64,7 @@ async fn a_deleted_namespace_disappears() -> Result<()> {
 
     let namespaces: Api<Namespace> = Api::all(client);
     namespaces.delete(&ns, &DeleteParams::default()).await?;
-    wait_for("the namespace to be gone", || async {
+    eventually("the namespace to be gone", DEADLINE, || async {
         Ok(namespaces.get_opt(&ns).await?.is_none())
     })
     .await

@@ -1,30 +1,14 @@
 //! The fake KubeVirt behaves as SPEC 8.1 describes, on the real API server.
 
-use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use cloudkit_testenv::kubevirt::{VM_LABEL, shared_fake, vm_resource, vmi_resource};
-use cloudkit_testenv::shared;
+use cloudkit_testenv::{eventually, shared};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 const DEADLINE: Duration = Duration::from_secs(30);
-
-async fn wait_for<F, Fut>(what: &str, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let start = Instant::now();
-    while start.elapsed() < DEADLINE {
-        if check().await? {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("not within {DEADLINE:?}: {what}")
-}
 
 async fn ready(vms: &Api<DynamicObject>, name: &str) -> Result<Option<String>> {
     let vm = vms.get(name).await?;
@@ -59,7 +43,7 @@ async fn vms_get_instances_ready_conditions_and_restarts() -> Result<()> {
         "spec": {"running": true},
     }))?;
     vms.create(&PostParams::default(), &vm).await?;
-    wait_for("Ready=True", || async {
+    eventually("Ready=True", DEADLINE, || async {
         Ok(ready(&vms, "vm-1").await?.as_deref() == Some("True"))
     })
     .await?;
@@ -68,7 +52,7 @@ async fn vms_get_instances_ready_conditions_and_restarts() -> Result<()> {
 
     // A restart: the deleted VMI comes back as a new object.
     vmis.delete("vm-1", &DeleteParams::default()).await?;
-    wait_for("a new VMI", || async {
+    eventually("a new VMI", DEADLINE, || async {
         let uid = vmi_uid(&vmis, "vm-1").await?;
         Ok(uid.is_some() && uid != first)
     })
@@ -79,7 +63,7 @@ async fn vms_get_instances_ready_conditions_and_restarts() -> Result<()> {
     let stop = serde_json::json!({"spec": {"running": false}});
     vms.patch("vm-1", &PatchParams::default(), &Patch::Merge(&stop))
         .await?;
-    wait_for("Ready=False without a VMI", || async {
+    eventually("Ready=False without a VMI", DEADLINE, || async {
         Ok(ready(&vms, "vm-1").await?.as_deref() == Some("False")
             && vmi_uid(&vmis, "vm-1").await?.is_none())
     })
@@ -96,7 +80,7 @@ async fn vms_get_instances_ready_conditions_and_restarts() -> Result<()> {
     later.metadata.name = Some("vm-2".into());
     later.labels_mut().insert(VM_LABEL.into(), "vm-2".into());
     vms.create(&PostParams::default(), &later).await?;
-    wait_for("vm-2 Ready", || async {
+    eventually("vm-2 Ready", DEADLINE, || async {
         Ok(ready(&vms, "vm-2").await?.as_deref() == Some("True"))
     })
     .await?;
