@@ -29,6 +29,7 @@ mod job;
 mod launch_key;
 pub mod metadata;
 pub mod names;
+pub mod platform;
 mod tenant;
 
 pub use compute_instance::{

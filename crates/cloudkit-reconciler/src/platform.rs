@@ -15,8 +15,7 @@ use cloudkit_api::{ComputeInstance, Tenant, TenantPhase, TenantSpec};
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
-    PostParams, Preconditions,
+    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
 };
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -33,21 +32,7 @@ use crate::writes::FIELD_MANAGER;
 /// How often a cluster without the VirtualMachine API is asked again.
 pub const KUBEVIRT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The `kubevirt.io/v1` VirtualMachine resource.
-pub fn vm_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
-        "virtualmachines",
-    )
-}
-
-/// The `kubevirt.io/v1` VirtualMachineInstance resource.
-pub fn vmi_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"),
-        "virtualmachineinstances",
-    )
-}
+pub use cloudkit_api::platform::{vm_resource, vmi_resource};
 
 /// VMs by the CI name of their label; `None` while the cluster has no VirtualMachine API.
 type VmIndex = Option<HashMap<String, BTreeMap<(String, String), bool>>>;

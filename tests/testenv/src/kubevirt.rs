@@ -18,10 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, PostParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 
 use crate::crds::{install, load_crds};
@@ -56,21 +53,7 @@ pub async fn install_kubevirt_crds(client: &Client) -> Result<()> {
     install(client, &crds, Duration::from_secs(30)).await
 }
 
-/// The `kubevirt.io/v1` VirtualMachine resource.
-pub fn vm_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachine"),
-        "virtualmachines",
-    )
-}
-
-/// The `kubevirt.io/v1` VirtualMachineInstance resource.
-pub fn vmi_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("kubevirt.io", "v1", "VirtualMachineInstance"),
-        "virtualmachineinstances",
-    )
-}
+pub use cloudkit_api::platform::{vm_resource, vmi_resource};
 
 /// A running fake KubeVirt; it stops when dropped.
 #[derive(Debug)]
