@@ -162,6 +162,11 @@ pub fn condition_status(status: &str) -> ConditionStatus {
 }
 
 /// PROGRESSING from the CI's `Progressing` and `Accepted` conditions.
+///
+/// A known `Progressing` decides; `Accepted=True` stands in only while `Progressing` is absent or
+/// Unknown (a CI no pass has reached yet). The Go operator let `Accepted=True` win over
+/// `Progressing=False`, so a running VM whose tenant was accepted showed PROGRESSING for ever
+/// (docs/deviations.md).
 fn progressing(observed: &Observed) -> (ConditionStatus, String) {
     let progressing = observed.condition(condition_types::PROGRESSING);
     let accepted = observed.condition(condition_types::ACCEPTED);
@@ -170,6 +175,8 @@ fn progressing(observed: &Observed) -> (ConditionStatus, String) {
         (ConditionStatus::Unspecified, String::new())
     } else if let Some(c) = progressing.filter(|c| c.status == "True") {
         (ConditionStatus::True, c.message.clone())
+    } else if known(progressing) {
+        (ConditionStatus::False, String::new())
     } else if let Some(c) = accepted.filter(|c| c.status == "True") {
         (ConditionStatus::True, c.message.clone())
     } else {

@@ -197,11 +197,12 @@ fn progressing_follows_progressing_then_accepted() {
             Wire::True,
             "applying",
         ),
+        // Deviation from Go (which answered TRUE "accepted"): a known Progressing decides.
         (
             Some(("False", "done")),
             Some(("True", "accepted")),
-            Wire::True,
-            "accepted",
+            Wire::False,
+            "",
         ),
         (
             Some(("Unknown", "p")),

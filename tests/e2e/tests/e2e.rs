@@ -526,6 +526,197 @@ async fn a_ci_gets_a_tenant_and_a_vm_restarts_it_and_takes_the_tenant_with_it() 
     scene.assert_no_forbidden();
 }
 
+/// Feedback end to end (SPEC 13) with the real playbooks and the fake KubeVirt: the operator
+/// binary, as the RBAC-limited user, talks TLS to a fulfillment service whose certificate a
+/// private CA signed (trusted through `SSL_CERT_FILE`) and sends the token file's content. The
+/// service sees STARTING while the job runs, then RUNNING with PROGRESSING FALSE and AVAILABLE
+/// TRUE once the VM is Ready; a CI change that maps to nothing new costs a Get and no Update;
+/// every Update carries metadata and spec exactly as fetched (the `Any` bytes included); the
+/// deletion sends DELETING, then one Signal after the CI is gone; the token is nowhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fulfillment_service_sees_the_vm_become_ready_and_go() {
+    use cloudkit_feedback::fake::{FakeFulfillment, Method, TestCa};
+    use cloudkit_feedback::proto::private::v1 as pb;
+    use cloudkit_feedback::proto::shared::v1::ConditionStatus;
+    use prost::Message as _;
+
+    let uuid = "5d0c9f5e-0000-4000-8000-00000000e2e5";
+    let token = "fulfillment-e2e-token-7c1d";
+    let fake = FakeFulfillment::new();
+    let mut original = FakeFulfillment::object(uuid, "e2e_template");
+    let parameters = &mut original.spec.as_mut().unwrap().template_parameters;
+    parameters.insert(
+        "name".into(),
+        prost_types::Any {
+            type_url: "type.googleapis.com/google.protobuf.StringValue".into(),
+            value: [&[0x0a, 0x06][..], "vm-é1".as_bytes()].concat(),
+        },
+    );
+    parameters.insert(
+        "opaque".into(),
+        prost_types::Any {
+            type_url: "type.example.com/vendor.Unknown".into(),
+            value: vec![0xff, 0x00, 0x80, 0x7f],
+        },
+    );
+    fake.insert(original.clone());
+    fake.require_token(Some(token));
+    let ca = TestCa::generate().unwrap();
+    let server = fake.serve_tls(&ca, true).await.unwrap();
+
+    let mut scene = Scene::new("e2e-feedback").await;
+    let ns = scene.namespace.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    let token_file = dir.path().join("token");
+    std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let sim = runner_simulator().await;
+    let op = scene
+        .start_operator(
+            Scene::aap_operator("operator-feedback", &ns, &sim)
+                .env(
+                    "CLOUDKIT_FULFILLMENT_SERVER_ADDRESS",
+                    &server.localhost_address(),
+                )
+                .env(
+                    "CLOUDKIT_FULFILLMENT_TOKEN_FILE",
+                    &token_file.display().to_string(),
+                )
+                .env("SSL_CERT_FILE", &ca_file.display().to_string())
+                .env("RUST_LOG", "debug"),
+        )
+        .await;
+    scene.sim = Some(sim);
+    let updates = || -> Vec<pb::ComputeInstance> {
+        fake.calls_of(Method::Update)
+            .into_iter()
+            .filter_map(|c| c.object)
+            .collect()
+    };
+    let wire = |object: &pb::ComputeInstance, kind: pb::ComputeInstanceConditionType| {
+        let status = object.status.as_ref().unwrap();
+        let found = status.conditions.iter().find(|c| c.r#type == kind as i32);
+        found.map(|c| c.status).unwrap_or_default()
+    };
+    let state = |object: &pb::ComputeInstance| object.status.as_ref().unwrap().state;
+    let ready = |object: &pb::ComputeInstance| {
+        state(object) == pb::ComputeInstanceState::Running as i32
+            && wire(object, pb::ComputeInstanceConditionType::Progressing)
+                == ConditionStatus::False as i32
+            && wire(object, pb::ComputeInstanceConditionType::Available)
+                == ConditionStatus::True as i32
+    };
+
+    let api = scene.api_in(&ns);
+    CiFixture::new("vm-fb")
+        .template("e2e_template")
+        .labelled(cloudkit_api::metadata::UUID_LABEL, uuid)
+        .create(&api)
+        .await;
+    scene
+        .wait_for(&ns, "vm-fb", "Running with its VM Available", |ci| {
+            running_and_provisioned(ci)
+                && condition(ci, CONDITION_AVAILABLE).is_some_and(|c| c.status == "True")
+        })
+        .await;
+    scene
+        .eventually(
+            "an Update with RUNNING, PROGRESSING FALSE, AVAILABLE TRUE",
+            || async { updates().last().is_some_and(ready) },
+        )
+        .await;
+    let sent = updates();
+    let first = &sent[0];
+    assert_eq!(
+        (
+            state(first),
+            wire(first, pb::ComputeInstanceConditionType::Progressing)
+        ),
+        (
+            pb::ComputeInstanceState::Starting as i32,
+            ConditionStatus::True as i32
+        ),
+        "the first Update, while the provision job runs: {first:?}"
+    );
+    let states: Vec<i32> = sent.iter().map(state).collect();
+    let running_from = states
+        .iter()
+        .position(|s| *s == pb::ComputeInstanceState::Running as i32)
+        .unwrap();
+    assert!(
+        states[..running_from]
+            .iter()
+            .all(|s| *s == pb::ComputeInstanceState::Starting as i32)
+            && states[running_from..]
+                .iter()
+                .all(|s| *s == pb::ComputeInstanceState::Running as i32),
+        "STARTING, then RUNNING: {states:?}"
+    );
+    let spec_bytes = original.spec.as_ref().unwrap().encode_to_vec();
+    let metadata_bytes = original.metadata.as_ref().unwrap().encode_to_vec();
+    for object in &sent {
+        assert_eq!(object.spec.as_ref().unwrap().encode_to_vec(), spec_bytes);
+        assert_eq!(
+            object.metadata.as_ref().unwrap().encode_to_vec(),
+            metadata_bytes
+        );
+    }
+    assert_eq!(fake.stored(uuid).unwrap().spec, original.spec);
+    scene
+        .eventually("the feedback finalizer", || async {
+            api.get("vm-fb").await.is_ok_and(|ci| {
+                finalizers(&ci)
+                    .iter()
+                    .any(|f| f == cloudkit_feedback::plan::FEEDBACK_FINALIZER)
+            })
+        })
+        .await;
+
+    // A change that maps to nothing new: one more Get, no Update.
+    let (gets, count) = (fake.calls_of(Method::Get).len(), sent.len());
+    annotate(&api, "vm-fb", "example.com/note", "nothing for the service").await;
+    scene
+        .eventually("a Get for the annotated CI", || async {
+            fake.calls_of(Method::Get).len() > gets
+        })
+        .await;
+    assert_eq!(updates().len(), count, "no Update when nothing changed");
+
+    let status_text = scene.raw(&ns, "vm-fb").await.to_string();
+    scene.delete_and_wait_gone(&ns, "vm-fb").await;
+    scene
+        .eventually("a Signal", || async { fake.signals(uuid) >= 1 })
+        .await;
+    let calls = fake.calls();
+    let deleting = calls.iter().position(|c| {
+        c.object
+            .as_ref()
+            .is_some_and(|o| state(o) == pb::ComputeInstanceState::Deleting as i32)
+    });
+    let signal = calls.iter().position(|c| c.method == Method::Signal);
+    assert!(
+        deleting.is_some() && deleting < signal,
+        "DELETING before the Signal: {deleting:?} {signal:?}"
+    );
+    assert_eq!(fake.signals(uuid), 1);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.authorization.as_deref() == Some(&format!("Bearer {token}")[..])),
+        "every call carried the token"
+    );
+
+    let mut seen = scene.operators[op].log_text();
+    seen.push_str(&scene.operators[op].metrics_text().await.unwrap());
+    seen.push_str(&status_text);
+    for (kind, reason, note) in scene.events("vm-fb").await {
+        seen.push_str(&format!("{kind} {reason} {note}\n"));
+    }
+    assert!(!seen.contains(token), "the token leaked");
+    scene.assert_no_forbidden();
+}
+
 /// The playbooks as an AAP job runs them (`ansible_eda.event.payload` in extra vars), steered by
 /// templateParameters: a failed provision keeps the finalizer and writes no annotation; a slow
 /// one takes its time; a failed deprovision keeps the finalizer, a good one removes only it.

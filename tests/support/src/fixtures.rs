@@ -20,6 +20,7 @@ pub struct CiFixture {
     spec: ComputeInstanceSpec,
     finalizers: Vec<String>,
     annotations: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
 }
 
 impl CiFixture {
@@ -30,6 +31,7 @@ impl CiFixture {
             spec: ComputeInstanceSpec::for_template(TEST_TEMPLATE),
             finalizers: Vec::new(),
             annotations: BTreeMap::from([(TENANT_ANNOTATION.to_string(), TEST_TENANT.to_string())]),
+            labels: BTreeMap::new(),
         }
     }
 
@@ -70,6 +72,12 @@ impl CiFixture {
         self
     }
 
+    /// With a label.
+    pub fn labelled(mut self, key: &str, value: &str) -> CiFixture {
+        self.labels.insert(key.to_string(), value.to_string());
+        self
+    }
+
     /// The spec alone.
     pub fn spec(&self) -> ComputeInstanceSpec {
         self.spec.clone()
@@ -83,6 +91,9 @@ impl CiFixture {
         }
         if !self.annotations.is_empty() {
             ci.metadata.annotations = Some(self.annotations);
+        }
+        if !self.labels.is_empty() {
+            ci.metadata.labels = Some(self.labels);
         }
         ci
     }
