@@ -279,3 +279,27 @@ fn tls_config(cert: Option<&(PathBuf, PathBuf)>) -> anyhow::Result<rustls::Serve
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_certificate_is_read_or_made_up() {
+        assert!(tls_config(None).is_ok(), "self-signed");
+        let dir = std::env::temp_dir().join(format!("cloudkit-metrics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let generated =
+            rcgen::generate_simple_self_signed(vec!["metrics.example".to_string()]).expect("cert");
+        let files = (dir.join("tls.crt"), dir.join("tls.key"));
+        std::fs::write(&files.0, generated.cert.pem()).expect("write");
+        std::fs::write(&files.1, generated.signing_key.serialize_pem()).expect("write");
+        assert!(tls_config(Some(&files)).is_ok());
+        std::fs::write(&files.1, "not a key").expect("write");
+        let e = tls_config(Some(&files)).expect_err("no key");
+        let line = e.to_string();
+        assert!(line.starts_with("CLOUDKIT_METRICS_CERT_PATH: "), "{line}");
+        assert!(line.contains("tls.key"), "{line}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
