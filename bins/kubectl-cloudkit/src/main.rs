@@ -139,7 +139,9 @@ fn describe_kube_error(err: &kube::Error) -> String {
             code => format!("the API server answered {code} {}: {}", s.reason, s.message),
         },
         kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::HttpError(_) => {
-            format!("API server unreachable: {}", error_chain(err))
+            // The causes say more than the kind of error kube wraps them in.
+            let cause = std::error::Error::source(err).unwrap_or(err);
+            format!("API server unreachable: {}", error_chain(cause))
         }
         kube::Error::Auth(_) => format!("credentials: {}", error_chain(err)),
         _ => error_chain(err),
@@ -201,7 +203,7 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             None => name.clone(),
         };
         return Err(Failure {
-            cause: actions::release_refusal(&ci, *remove_aap_finalizer),
+            cause: actions::release_refusal(*remove_aap_finalizer),
             ci,
         });
     }
@@ -362,6 +364,10 @@ mod tests {
         let text = describe_kube_error(&refused);
         assert!(text.starts_with("API server unreachable: "), "{text}");
         assert!(text.contains("Connection refused"), "{text}");
+        assert!(
+            !text.contains("ServiceError"),
+            "the causes, not the wrapper: {text}"
+        );
     }
 
     #[test]
