@@ -30,17 +30,20 @@ async fn kubectl_cloudkit(args: &[&str]) -> Run {
     kubectl_cloudkit_with(env().kubeconfig_path(), args).await
 }
 
-/// Runs the plugin with `args` and `KUBECONFIG` set to `kubeconfig`, and waits at most a minute
-/// for it.
+/// Runs the plugin with `args` and `KUBECONFIG` set to `kubeconfig`.
 async fn kubectl_cloudkit_with(kubeconfig: &Path, args: &[&str]) -> Run {
     let mut cmd = tokio::process::Command::new(plugin_binary());
-    cmd.args(args)
-        .env("KUBECONFIG", kubeconfig)
-        .kill_on_drop(true);
+    cmd.args(args).env("KUBECONFIG", kubeconfig);
+    run(cmd).await
+}
+
+/// Runs `cmd` and waits at most a minute for it.
+async fn run(mut cmd: tokio::process::Command) -> Run {
+    cmd.kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("kubectl-cloudkit {args:?} did not finish within 60 s"))
-        .unwrap_or_else(|e| panic!("running kubectl-cloudkit: {e}"));
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within 60 s"))
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -437,6 +440,27 @@ async fn plugin_errors_name_the_ci_and_the_cause() {
             && no_context.contains("nowhere"),
         "{no_context}"
     );
+}
+
+/// `kubectl cloudkit ...` runs the plugin when `kubectl-cloudkit` is on the `PATH`, which is what
+/// `cargo install --path bins/kubectl-cloudkit` makes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_runs_the_plugin_from_the_path() {
+    let ns = env().namespace("plugin-kubectl").await;
+    CiFixture::new("vm").create(&cis(&ns).await).await;
+    let bin_dir = plugin_binary().parent().unwrap();
+    let search = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::join_paths(
+        std::iter::once(bin_dir.to_path_buf()).chain(std::env::split_paths(&search)),
+    )
+    .unwrap();
+    let mut cmd = tokio::process::Command::new(cloudkit_testenv::kubectl_path().unwrap());
+    cmd.args(["cloudkit", "jobs", "vm", "-n", &ns])
+        .env("PATH", path)
+        .env("KUBECONFIG", env().kubeconfig_path());
+    let out = run(cmd).await;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.stdout, format!("{ns}/vm: no jobs recorded\n"));
 }
 
 fn path(p: &Path) -> &str {
