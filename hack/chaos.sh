@@ -6,7 +6,7 @@
 #   hack/chaos.sh                      all scenarios, seed 1; updates docs/reliability.md
 #   hack/chaos.sh --seed 7             another seed (writes target/chaos/ only)
 #   hack/chaos.sh --quick              smaller runs (writes target/chaos/ only)
-#   hack/chaos.sh --scenarios crash    some scenarios: crash, faults, outage, leader, eda
+#   hack/chaos.sh --scenarios crash    some scenarios: crash, faults, outage, leader, eda, feedback
 #
 # Only a full run with the default seed rewrites the generated block of docs/reliability.md.
 # Every run writes target/chaos/{report.md,results.json} and the operator logs per scenario.

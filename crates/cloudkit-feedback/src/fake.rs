@@ -211,39 +211,23 @@ impl FakeFulfillment {
     /// for `localhost` and `127.0.0.1`). With `alpn` false the server negotiates no ALPN
     /// protocol, as some gRPC servers behind proxies do.
     pub async fn serve_tls(&self, ca: &TestCa, alpn: bool) -> std::io::Result<FakeServer> {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .and_then(|b| {
-            b.with_no_client_auth().with_single_cert(
-                vec![ca.server_certificate()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.server_key_der.clone())),
-            )
-        })
-        .map_err(std::io::Error::other)?;
-        if alpn {
-            config.alpn_protocols = vec![b"h2".to_vec()];
-        }
-        self.serve(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
-            .await
+        self.serve(Some(tls_acceptor(ca, alpn)?)).await
     }
 
     /// Serves the fake without TLS on `addr`: to bring a stopped server back where its clients
     /// expect it (the port may take a moment to be free again; binding is retried for a second).
     pub async fn serve_plaintext_at(&self, addr: SocketAddr) -> std::io::Result<FakeServer> {
-        let mut attempts = 0;
-        let listener = loop {
-            match TcpListener::bind(addr).await {
-                Ok(listener) => break listener,
-                Err(_) if attempts < 20 => {
-                    attempts += 1;
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        };
-        self.serve_on(listener, None)
+        self.serve_on(bind_retrying(addr).await?, None)
+    }
+
+    /// [`FakeFulfillment::serve_tls`] on `addr`, like [`FakeFulfillment::serve_plaintext_at`].
+    pub async fn serve_tls_at(
+        &self,
+        ca: &TestCa,
+        alpn: bool,
+        addr: SocketAddr,
+    ) -> std::io::Result<FakeServer> {
+        self.serve_on(bind_retrying(addr).await?, Some(tls_acceptor(ca, alpn)?))
     }
 
     async fn serve(&self, tls: Option<tokio_rustls::TlsAcceptor>) -> std::io::Result<FakeServer> {
@@ -441,6 +425,40 @@ impl ComputeInstances for FakeFulfillment {
         }
         *state.signals.entry(id).or_default() += 1;
         Ok(Response::new(pb::ComputeInstancesSignalResponse {}))
+    }
+}
+
+/// A TLS acceptor presenting the server certificate of `ca`; `alpn` offers `h2`.
+fn tls_acceptor(ca: &TestCa, alpn: bool) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .and_then(|b| {
+        b.with_no_client_auth().with_single_cert(
+            vec![ca.server_certificate()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ca.server_key_der.clone())),
+        )
+    })
+    .map_err(std::io::Error::other)?;
+    if alpn {
+        config.alpn_protocols = vec![b"h2".to_vec()];
+    }
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Binds `addr`, retrying for a second while the port is still taken.
+async fn bind_retrying(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut attempts = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(listener) => return Ok(listener),
+            Err(_) if attempts < 20 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use clap::Parser;
 use crate::scenarios::{Ctx, Outcome};
 
 /// Every scenario, in run order.
-const ALL: [&str; 5] = ["crash", "faults", "outage", "leader", "eda"];
+const ALL: [&str; 6] = ["crash", "faults", "outage", "leader", "eda", "feedback"];
 
 /// Soak runs of the operator binary under faults.
 #[derive(Debug, Parser)]
@@ -37,7 +37,7 @@ struct Args {
     /// Smaller runs (40 crash-loop lifecycles, smaller waves).
     #[arg(long)]
     quick: bool,
-    /// Scenarios to run (crash, faults, outage, leader, eda); all when absent.
+    /// Scenarios to run (crash, faults, outage, leader, eda, feedback); all when absent.
     #[arg(long, value_delimiter = ',')]
     scenarios: Vec<String>,
     /// Lifecycles of the crash loop (default 200; --quick: 40).
@@ -92,7 +92,8 @@ async fn main() -> anyhow::Result<()> {
             "faults" => scenarios::run(name, "provider faults", || scenarios::faults(&ctx)).await,
             "outage" => scenarios::run(name, "outages", || scenarios::outage(&ctx)).await,
             "leader" => scenarios::run(name, "leader election", || scenarios::leader(&ctx)).await,
-            _ => scenarios::run(name, "EDA", || scenarios::eda(&ctx)).await,
+            "eda" => scenarios::run(name, "EDA", || scenarios::eda(&ctx)).await,
+            _ => scenarios::run(name, "feedback", || scenarios::feedback(&ctx)).await,
         };
         eprintln!(
             "chaos: scenario {name}: {} in {:.0} s",

@@ -123,7 +123,7 @@ async fn waves(
     for (w, start) in (0..total).step_by(wave.max(1)).enumerate() {
         let names = workload::names(prefix, start..(start + wave).min(total));
         let side = during(w);
-        match workload::create(&world.api, &names).await {
+        match workload::create(&world.api, &names, world.uuid_labels).await {
             Ok(created) => uids.extend(created),
             Err(e) => {
                 out.check(&format!("wave {w}: CIs created"), false, format!("{e:#}"));
@@ -872,4 +872,231 @@ where
     };
     outcome.seconds = start.elapsed().as_secs_f64();
     outcome
+}
+
+/// Feedback to the fulfillment service under faults: TLS with a private CA, a token file that is
+/// rotated mid-run, the service down for a while, and the operator SIGKILLed now and then. Every
+/// CI must still be provisioned and gone, the service must have seen each one RUNNING and
+/// DELETING, no CI signalled twice, and the tokens appear nowhere users look.
+pub async fn feedback(ctx: &Ctx) -> anyhow::Result<Outcome> {
+    use cloudkit_feedback::fake::{FakeFulfillment, FakeServer, Method, TestCa};
+    use cloudkit_feedback::proto::private::v1::ComputeInstanceState as State;
+
+    let mut out = Outcome::new(
+        "feedback",
+        "Fulfillment service over TLS with a rotated token file, down for a while; operator SIGKILLed now and then",
+    );
+    let mut world =
+        World::start("feedback", &ctx.out, ctx.seed, Duration::from_millis(1500)).await?;
+    world.uuid_labels = true;
+    let world = Arc::new(world);
+    let total = if ctx.quick { 20 } else { 60 };
+    let wave = if ctx.quick { 10 } else { 20 };
+    let fake = FakeFulfillment::new();
+    for name in workload::names("feedback", 0..total) {
+        fake.insert(FakeFulfillment::object(
+            &workload::uuid_of(&name),
+            "chaos_template",
+        ));
+    }
+    let tokens = [
+        crate::world::secret("chaos-fulfillment-token"),
+        crate::world::secret("chaos-fulfillment-token"),
+    ];
+    {
+        let mut scan = lock(&world.scan);
+        scan.watch("fulfillment token", &tokens[0]);
+        scan.watch("rotated fulfillment token", &tokens[1]);
+    }
+    let ca = TestCa::generate()?;
+    let ca_file = world.dir.join("ca.pem");
+    let token_file = world.dir.join("fulfillment-token");
+    std::fs::write(&ca_file, ca.ca_pem())?;
+    std::fs::write(&token_file, format!("{}\n", tokens[0]))?;
+    fake.require_token(Some(&tokens[0]));
+    let server = fake.serve_tls(&ca, true).await?;
+    let address = server.socket_addr();
+    let server: Arc<AsyncMutex<Option<FakeServer>>> = Arc::new(AsyncMutex::new(Some(server)));
+
+    let mut settings = world.aap_settings()?;
+    settings.extend([
+        (
+            "CLOUDKIT_FULFILLMENT_SERVER_ADDRESS".to_string(),
+            format!("localhost:{}", address.port()),
+        ),
+        (
+            "CLOUDKIT_FULFILLMENT_TOKEN_FILE".to_string(),
+            token_file.display().to_string(),
+        ),
+        ("SSL_CERT_FILE".to_string(), ca_file.display().to_string()),
+    ]);
+    let config = world.operator(&ctx.bin, settings);
+    let kill_loop = KillLoop::start(&world, config, ctx.seed, (300, 2000))?;
+    let outage_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>> =
+        std::sync::Mutex::new(None);
+    let rotated = Arc::new(AtomicBool::new(false));
+    let outage = Arc::new(AtomicBool::new(false));
+    // Wave 0 rotates the token; wave 1 takes the service down for 8 s once its deletion has
+    // begun.
+    let uids = waves(
+        &mut out,
+        &world,
+        "feedback",
+        total,
+        wave,
+        Duration::from_secs(300),
+        |w| match w {
+            0 => {
+                let (fake, file, token, rotated) = (
+                    fake.clone(),
+                    token_file.clone(),
+                    tokens[1].clone(),
+                    Arc::clone(&rotated),
+                );
+                Some(tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    if std::fs::write(&file, format!("{token}\n")).is_ok() {
+                        fake.require_token(Some(&token));
+                        rotated.store(true, Ordering::Relaxed);
+                    }
+                }))
+            }
+            1 => {
+                let (fake, ca, server, outage) = (
+                    fake.clone(),
+                    ca.clone(),
+                    Arc::clone(&server),
+                    Arc::clone(&outage),
+                );
+                let api = world.api.clone();
+                // Not handed to `waves`, which awaits its side task before deleting.
+                *lock(&outage_task) = Some(tokio::spawn(async move {
+                    // Down once the wave's deletion has begun, so deletions have to wait.
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_secs(300) {
+                        let list = api.list(&ListParams::default()).await;
+                        if list.is_ok_and(|l| {
+                            l.items
+                                .iter()
+                                .any(|ci| ci.metadata.deletion_timestamp.is_some())
+                        }) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    let mut slot = server.lock().await;
+                    drop(slot.take());
+                    tokio::time::sleep(Duration::from_secs(8)).await;
+                    if let Ok(back) = fake.serve_tls_at(&ca, true, address).await {
+                        *slot = Some(back);
+                        outage.store(true, Ordering::Relaxed);
+                    }
+                }));
+                None
+            }
+            _ => None,
+        },
+    )
+    .await;
+    let task = lock(&outage_task).take();
+    if let Some(task) = task {
+        let _ = task.await;
+    }
+    kill_loop.finish(&mut out, &world).await?;
+    out.check(
+        "the token file was rotated",
+        rotated.load(Ordering::Relaxed),
+        "",
+    );
+    out.check(
+        "the service was down for 8 s during a deletion wave and came back",
+        outage.load(Ordering::Relaxed),
+        "",
+    );
+
+    let calls = fake.calls();
+    out.number("calls at the fulfillment service", calls.len());
+    let stale: Vec<&Option<String>> = calls
+        .iter()
+        .map(|c| &c.authorization)
+        .filter(|a| {
+            !tokens
+                .iter()
+                .any(|t| a.as_deref() == Some(&format!("Bearer {t}")[..]))
+        })
+        .collect();
+    out.check(
+        "every call carried one of the tokens as a Bearer token",
+        stale.is_empty(),
+        format!("{} calls without a known token", stale.len()),
+    );
+    let after_rotation = calls
+        .iter()
+        .rev()
+        .take_while(|c| c.authorization.as_deref() == Some(&format!("Bearer {}", tokens[1])[..]))
+        .count();
+    out.check(
+        "the calls after the rotation carried the new token",
+        after_rotation > 0,
+        format!("{after_rotation} trailing calls with the new token"),
+    );
+    let sent = |uuid: &str, state: State| {
+        calls.iter().any(|c| {
+            c.method == Method::Update
+                && c.id == uuid
+                && c.code == tonic::Code::Ok
+                && c.object
+                    .as_ref()
+                    .and_then(|o| o.status.as_ref())
+                    .is_some_and(|s| s.state == state as i32)
+        })
+    };
+    let mut not_deleting = Vec::new();
+    let mut running = 0;
+    let mut signals = BTreeMap::new();
+    for name in uids.keys() {
+        let uuid = workload::uuid_of(name);
+        if sent(&uuid, State::Running) {
+            running += 1;
+        }
+        if !sent(&uuid, State::Deleting) {
+            not_deleting.push(name.clone());
+        }
+        *signals.entry(fake.signals(&uuid)).or_insert(0usize) += 1;
+    }
+    // A CI deleted right after it turned Running may reach a restarted operator only as a
+    // deleting CI, so RUNNING is counted; DELETING comes before the finalizer goes, so every CI
+    // must have sent it.
+    out.number(
+        "CIs the service saw RUNNING",
+        format!("{running} of {}", uids.len()),
+    );
+    out.check(
+        "the service saw every CI DELETING before it went",
+        not_deleting.is_empty() && running > 0,
+        format!("{not_deleting:?}"),
+    );
+    let twice: usize = signals
+        .iter()
+        .filter(|(n, _)| **n > 1)
+        .map(|(_, c)| c)
+        .sum();
+    out.check("no CI signalled twice", twice == 0, format!("{signals:?}"));
+    out.number(
+        "CIs signalled once (a Signal is not retried: a kill or the outage between the finalizer's removal and the call loses it)",
+        format!(
+            "{} of {}",
+            signals.get(&1).copied().unwrap_or(0),
+            uids.len()
+        ),
+    );
+    let unavailable = world.warning_reasons().await?;
+    out.check(
+        "the outage was reported (FulfillmentUnavailable Warning events)",
+        unavailable.iter().any(|r| r == "FulfillmentUnavailable"),
+        format!("{unavailable:?}"),
+    );
+    launch_checks(&mut out, &world, &uids, Some(1));
+    secret_checks(&mut out, &world).await;
+    Ok(out)
 }

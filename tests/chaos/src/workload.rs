@@ -26,14 +26,29 @@ fn spec() -> ComputeInstanceSpec {
     spec
 }
 
-/// Creates the CIs; returns name -> uid.
+/// The fulfillment service's id of CI `name` (the `computeinstance-uuid` label): a UUID made
+/// from the name, so the service's objects can be created before the CIs.
+pub fn uuid_of(name: &str) -> String {
+    let digits: String = name.bytes().map(|b| format!("{b:02x}")).collect();
+    let tail = format!("{digits:0>12}");
+    format!("00000000-0000-4000-8000-{}", &tail[tail.len() - 12..])
+}
+
+/// Creates the CIs (labelled with [`uuid_of`] when `uuid_labels`); returns name -> uid.
 pub async fn create(
     api: &Api<ComputeInstance>,
     names: &[String],
+    uuid_labels: bool,
 ) -> anyhow::Result<BTreeMap<String, String>> {
     futures::stream::iter(names.iter().cloned())
         .map(|name| async move {
-            let ci = cloudkit_test_support::in_test_tenant(ComputeInstance::new(&name, spec()));
+            let mut ci = cloudkit_test_support::in_test_tenant(ComputeInstance::new(&name, spec()));
+            if uuid_labels {
+                ci.metadata.labels = Some(BTreeMap::from([(
+                    cloudkit_api::metadata::UUID_LABEL.to_string(),
+                    uuid_of(&name),
+                )]));
+            }
             let created = api
                 .create(&PostParams::default(), &ci)
                 .await

@@ -73,6 +73,8 @@ pub struct World {
     /// Where this scenario's logs go.
     pub dir: PathBuf,
     pub scan: Arc<Mutex<Scan>>,
+    /// Whether the workload labels its CIs for the fulfillment service.
+    pub uuid_labels: bool,
 }
 
 impl World {
@@ -129,6 +131,7 @@ impl World {
             aap_token,
             dir,
             scan: Arc::new(Mutex::new(scan)),
+            uuid_labels: false,
         })
     }
 
@@ -189,6 +192,19 @@ impl World {
             scan.feed(source, &text);
         }
         Ok(())
+    }
+
+    /// The reasons of the namespace's Warning events.
+    pub async fn warning_reasons(&self) -> anyhow::Result<Vec<String>> {
+        use k8s_openapi::api::events::v1::Event;
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = events.list(&kube::api::ListParams::default()).await?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|e| e.type_.as_deref() == Some("Warning"))
+            .filter_map(|e| e.reason)
+            .collect())
     }
 
     /// Feeds the namespace's CIs to the secret scan.

@@ -61,6 +61,7 @@ pub use fixtures::{
 };
 pub use operator::{
     OperatorProcess, OperatorSettings, START_DEADLINE, metric_sum, operator_binary, parse_metrics,
+    plugin_binary,
 };
 pub use process::{ChildProcess, free_port, run_dir, strip_ansi, workspace_root};
 pub use rbac::{deploy_document, grant_operator_roles, yaml_documents};

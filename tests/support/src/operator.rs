@@ -393,13 +393,29 @@ pub fn metric_sum(metrics: &BTreeMap<String, f64>, name: &str) -> f64 {
 #[allow(clippy::panic)]
 pub fn operator_binary() -> &'static Path {
     static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
-    match BIN.get_or_init(build_operator) {
+    match BIN.get_or_init(|| build_binary("cloudkit-operator")) {
         Ok(p) => p,
         Err(e) => panic!("{e}"),
     }
 }
 
-fn build_operator() -> std::result::Result<PathBuf, String> {
+/// The kubectl plugin binary (`kubectl-cloudkit`), built once per test process the way
+/// [`operator_binary`] is.
+///
+/// # Panics
+///
+/// When the build fails: the message says why.
+#[allow(clippy::panic)]
+pub fn plugin_binary() -> &'static Path {
+    static BIN: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    match BIN.get_or_init(|| build_binary("kubectl-cloudkit")) {
+        Ok(p) => p,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Builds the binary `name` of the package of the same name and returns its path.
+fn build_binary(name: &str) -> std::result::Result<PathBuf, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(&cargo)
         .current_dir(workspace_root())
@@ -407,26 +423,23 @@ fn build_operator() -> std::result::Result<PathBuf, String> {
             "build",
             "-q",
             "-p",
-            "cloudkit-operator",
+            name,
             "--bin",
-            "cloudkit-operator",
+            name,
             "--message-format=json-render-diagnostics",
         ])
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|e| format!("running cargo build -p cloudkit-operator: {e}"))?;
+        .map_err(|e| format!("running cargo build -p {name}: {e}"))?;
     if !out.status.success() {
-        return Err(format!(
-            "cargo build -p cloudkit-operator failed ({})",
-            out.status
-        ));
+        return Err(format!("cargo build -p {name} failed ({})", out.status));
     }
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["target"]["name"] == "cloudkit-operator")
+        .filter(|m| m["target"]["name"] == name)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-        .ok_or_else(|| "cargo build reported no cloudkit-operator executable".to_string())
+        .ok_or_else(|| format!("cargo build reported no {name} executable"))
 }
 
 #[cfg(test)]
