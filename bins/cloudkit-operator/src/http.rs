@@ -2,10 +2,12 @@
 //! (plain, or HTTPS for callers the API server authenticates and authorizes, as
 //! controller-runtime serves it), or all three together in plain HTTP.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -22,6 +24,7 @@ use k8s_openapi::api::authorization::v1::{
 use kube::api::{Api, PostParams};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use sha2::{Digest as _, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -119,7 +122,11 @@ pub async fn serve_secure_metrics(
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/metrics", get(authorized_metrics))
-        .with_state(Arc::new(Guarded { metrics, client }));
+        .with_state(Arc::new(Guarded {
+            metrics,
+            client,
+            reviews: Reviews::default(),
+        }));
     let acceptor = TlsAcceptor::from(tls);
     let handle = tokio::spawn(async move {
         let mut stop_accepting = stop.clone();
@@ -138,10 +145,15 @@ pub async fn serve_secure_metrics(
             let service = TowerToHyperService::new(app.clone());
             let stop = stop.clone();
             tokio::spawn(async move {
-                let tls = match acceptor.accept(tcp).await {
-                    Ok(tls) => tls,
-                    Err(e) => {
+                let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
+                {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
                         debug!(%peer, error = %e, "metrics server: TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        debug!(%peer, "metrics server: TLS handshake timed out");
                         return;
                     }
                 };
@@ -159,9 +171,60 @@ pub async fn serve_secure_metrics(
     Ok((bound, handle))
 }
 
+/// How long a client may take over its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the reviews of one request may take.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an answer is reused for the same token and verb: Prometheus scrapes every 15 to 60 s,
+/// and two API calls per scrape per replica add up in large clusters (controller-runtime's
+/// delegating authenticator and authorizer cache their answers too). A refusal is kept shorter,
+/// so a role just granted takes effect soon.
+const REVIEW_TTL: Duration = Duration::from_secs(60);
+/// How long a refusal (401 or 403) is reused.
+const REFUSAL_TTL: Duration = Duration::from_secs(5);
+/// Answers kept at most; expired ones are dropped first, then all.
+const REVIEW_CACHE_MAX: usize = 256;
+
 struct Guarded {
     metrics: Arc<Metrics>,
     client: kube::Client,
+    reviews: Reviews,
+}
+
+/// Recent review answers, keyed by a SHA-256 of the verb and the token (the token itself is not
+/// kept).
+#[derive(Default)]
+struct Reviews {
+    answers: Mutex<HashMap<[u8; 32], (Instant, Access)>>,
+}
+
+impl Reviews {
+    fn key(token: &str, method: &str) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(method.as_bytes());
+        hash.update([0]);
+        hash.update(token.as_bytes());
+        hash.finalize().into()
+    }
+
+    fn get(&self, key: &[u8; 32], now: Instant) -> Option<Access> {
+        let answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        answers
+            .get(key)
+            .filter(|(at, access)| now.duration_since(*at) < access.ttl())
+            .map(|(_, access)| access.clone())
+    }
+
+    fn put(&self, key: [u8; 32], access: Access, now: Instant) {
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        if answers.len() >= REVIEW_CACHE_MAX {
+            answers.retain(|_, (at, access)| now.duration_since(*at) < access.ttl());
+            if answers.len() >= REVIEW_CACHE_MAX {
+                answers.clear();
+            }
+        }
+        answers.insert(key, (now, access));
+    }
 }
 
 async fn authorized_metrics(State(guarded): State<Arc<Guarded>>, request: Request) -> Response {
@@ -175,7 +238,27 @@ async fn authorized_metrics(State(guarded): State<Arc<Guarded>>, request: Reques
     let Some(token) = token else {
         return (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
     };
-    match authorize(&guarded.client, token, request.method().as_str()).await {
+    let method = request.method().as_str();
+    let key = Reviews::key(token, method);
+    let answer = match guarded.reviews.get(&key, Instant::now()) {
+        Some(access) => Ok(access),
+        None => {
+            match tokio::time::timeout(REVIEW_TIMEOUT, authorize(&guarded.client, token, method))
+                .await
+            {
+                Ok(Ok(access)) => {
+                    guarded.reviews.put(key, access.clone(), Instant::now());
+                    Ok(access)
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!(
+                    "no answer from the API server within {}s",
+                    REVIEW_TIMEOUT.as_secs()
+                )),
+            }
+        }
+    };
+    match answer {
         Ok(Access::Allowed) => metrics_text(&guarded.metrics),
         Ok(Access::Unauthenticated) => (StatusCode::UNAUTHORIZED, "Unauthorized").into_response(),
         Ok(Access::Forbidden(user)) => {
@@ -193,11 +276,20 @@ async fn authorized_metrics(State(guarded): State<Arc<Guarded>>, request: Reques
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 enum Access {
     Allowed,
     Unauthenticated,
     Forbidden(String),
+}
+
+impl Access {
+    fn ttl(&self) -> Duration {
+        match self {
+            Access::Allowed => REVIEW_TTL,
+            Access::Unauthenticated | Access::Forbidden(_) => REFUSAL_TTL,
+        }
+    }
 }
 
 /// A TokenReview of `token`, then a SubjectAccessReview of its user for `method` (lowercase, the
@@ -283,6 +375,40 @@ fn tls_config(cert: Option<&(PathBuf, PathBuf)>) -> anyhow::Result<rustls::Serve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn review_answers_are_reused_per_token_and_verb_for_a_while() {
+        let reviews = Reviews::default();
+        let t0 = Instant::now();
+        let key = Reviews::key("token-a", "GET");
+        assert_ne!(key, Reviews::key("token-b", "GET"));
+        assert_ne!(key, Reviews::key("token-a", "HEAD"));
+        assert_eq!(reviews.get(&key, t0), None);
+        reviews.put(key, Access::Allowed, t0);
+        assert_eq!(
+            reviews.get(&key, t0 + Duration::from_secs(59)),
+            Some(Access::Allowed)
+        );
+        assert_eq!(reviews.get(&key, t0 + REVIEW_TTL), None, "expired");
+        // A refusal is kept for seconds only: a role just granted takes effect soon.
+        let refused = Reviews::key("token-c", "GET");
+        reviews.put(refused, Access::Forbidden("alice".into()), t0);
+        assert_eq!(
+            reviews.get(&refused, t0 + Duration::from_secs(4)),
+            Some(Access::Forbidden("alice".into()))
+        );
+        assert_eq!(reviews.get(&refused, t0 + REFUSAL_TTL), None);
+        // Bounded: a flood of tokens never holds more than the cap.
+        for i in 0..(REVIEW_CACHE_MAX * 3) {
+            reviews.put(Reviews::key(&format!("t{i}"), "GET"), Access::Allowed, t0);
+        }
+        let held = reviews
+            .answers
+            .lock()
+            .map(|a| a.len())
+            .unwrap_or(usize::MAX);
+        assert!(held <= REVIEW_CACHE_MAX, "{held}");
+    }
 
     #[test]
     fn the_metrics_certificate_is_read_or_made_up() {
