@@ -7,7 +7,9 @@
 #
 # Result: ~/.cache/cloudkit/prometheus-<version>/usr/bin/{prometheus,promtool} and the web UI's
 # files in ~/.cache/cloudkit/prometheus-<version>/usr/share/prometheus/web/ (pass that directory as
-# `--web.local-assets`; Debian's binary looks in /usr/share/prometheus/web/ by default).
+# `--web.local-assets`; Debian's binary looks in /usr/share/prometheus/web/ by default). The UI's
+# JavaScript libraries are links into ../javascript/, so the libjs-* packages the prometheus
+# package depends on are unpacked next to it.
 #
 # Environment: CLOUDKIT_CACHE_DIR overrides ~/.cache/cloudkit.
 set -euo pipefail
@@ -18,7 +20,8 @@ log() { printf 'prometheus-install: %s\n' "$*" >&2; }
 die() { printf 'prometheus-install: error: %s\n' "$*" >&2; exit 1; }
 
 for dir in "$CACHE_DIR"/prometheus-*/; do
-  if [ -x "${dir}usr/bin/prometheus" ] && [ -x "${dir}usr/bin/promtool" ]; then
+  if [ -x "${dir}usr/bin/prometheus" ] && [ -x "${dir}usr/bin/promtool" ] \
+    && [ -d "${dir}usr/share/javascript/rickshaw" ]; then
     log "present in ${dir%/}"
     exit 0
   fi
@@ -46,17 +49,24 @@ fi
 upstream="${version#*:}"
 upstream="${upstream%%[+~-]*}"
 target="$CACHE_DIR/prometheus-$upstream"
-log "downloading Debian's prometheus $version (about 30 MB, first run only)"
+log "downloading Debian's prometheus $version and its web UI's libjs-* packages (about 30 MB, first run only)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # As root, apt hands downloads to its sandbox user, which cannot write into a private temp dir.
 sandbox=()
 [ "$(id -u)" -ne 0 ] || sandbox=(-o APT::Sandbox::User=root)
-(cd "$work" && apt-get download -q "${sandbox[@]}" "prometheus=$version" >/dev/null) || die "apt-get download prometheus=$version failed"
+# The libjs-* packages of the web UI, and theirs (rickshaw needs d3).
+libjs() { apt-cache depends --no-recommends --no-suggests "$@" 2>/dev/null | awk '/Depends: libjs-/ { print $2 }'; }
+js=($(libjs prometheus))
+[ "${#js[@]}" -eq 0 ] || js=($(printf '%s\n' "${js[@]}" $(libjs "${js[@]}") | sort -u))
+(cd "$work" && apt-get download -q "${sandbox[@]}" "prometheus=$version" "${js[@]}" >/dev/null) \
+  || die "apt-get download prometheus=$version ${js[*]} failed"
 deb="$(ls "$work"/prometheus_*.deb 2>/dev/null | head -n 1)"
 [ -n "$deb" ] || die "apt-get download left no prometheus_*.deb"
 mkdir -p "$work/root"
-dpkg -x "$deb" "$work/root"
+for d in "$work"/*.deb; do dpkg -x "$d" "$work/root"; done
+# Time zone data the UI does not load (moment-timezone-with-data.min.js has it): 200 MB.
+rm -rf "$work/root/usr/share/javascript/moment-timezone/data"
 for bin in prometheus promtool; do
   [ -x "$work/root/usr/bin/$bin" ] || die "the package has no usr/bin/$bin"
 done
@@ -66,6 +76,9 @@ rm -rf "$target"
 mkdir -p "$work/keep/usr/bin" "$work/keep/usr/share"
 mv "$work/root/usr/bin/prometheus" "$work/root/usr/bin/promtool" "$work/keep/usr/bin/"
 mv "$work/root/usr/share/prometheus" "$work/keep/usr/share/"
+for d in javascript nodejs; do
+  [ ! -d "$work/root/usr/share/$d" ] || mv "$work/root/usr/share/$d" "$work/keep/usr/share/"
+done
 mv "$work/keep" "$target"
 "$target/usr/bin/promtool" --version >/dev/null 2>&1 || die "$target/usr/bin/promtool does not run"
 log "installed $target/usr/bin/{prometheus,promtool}"
