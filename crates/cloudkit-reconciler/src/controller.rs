@@ -177,6 +177,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store();
+    ctx.metrics.watch(reader.clone());
     let stream = watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(slim)
