@@ -117,6 +117,16 @@ pub fn decide(
         (Some(view), false) => decision.tenant(&mut st, &old, view, generation),
         _ => None,
     };
+    if let Some(remaining) =
+        tenant_quiet_period(ci, never_written, waiting_for_tenant.as_ref(), now)
+    {
+        // Nothing is written yet: the Tenant's readiness wakes the CI, and that pass records
+        // everything at once (the finalizer with the first intent, then the launch's answer).
+        plan.finalizer = FinalizerChange::Keep;
+        plan.events.clear();
+        plan.requeue(remaining);
+        return plan;
+    }
 
     if deleting {
         st.phase = Some(Phase::Deleting);
@@ -207,6 +217,30 @@ fn first_intent(plan: &Plan, status_never_written: bool) -> Option<JobStatus> {
     jobs.iter()
         .find(|j| j.launch_key.as_ref() == Some(launch_key))
         .cloned()
+}
+
+/// How long a new CI whose Tenant is being set up may stay unwritten (no status, no finalizer).
+/// CIs created in a burst for a new tenant all find it not Ready; showing `TenantNotReady` on
+/// each one for the second the Tenant takes would cost two writes per CI (the waiting status, and
+/// the first intent written on its own instead of with the finalizer).
+pub const TENANT_QUIET_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The rest of the [`TENANT_QUIET_PERIOD`] of `ci`, when this pass is to write nothing: the
+/// operator never wrote the CI's status, its Tenant is being set up (not missing, not failed),
+/// and the CI is younger than the period.
+fn tenant_quiet_period(
+    ci: &ComputeInstance,
+    never_written: bool,
+    waiting: Option<&(&'static str, String)>,
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    if !never_written || !matches!(waiting, Some((reason::TENANT_NOT_READY, _))) {
+        return None;
+    }
+    let created = ci.metadata.creation_timestamp.as_ref()?.0;
+    TENANT_QUIET_PERIOD
+        .checked_sub(elapsed(now, created))
+        .filter(|d| !d.is_zero())
 }
 
 /// How soon a CI whose Tenant is on its way is looked at again.

@@ -193,6 +193,106 @@ fn no_job_before_the_tenant_is_ready() {
     }
 }
 
+/// A new CI whose Tenant is being set up is not written for the first seconds: the pass that
+/// finds the Tenant Ready then adds the finalizer with the first intent in one write. A CI that
+/// names no tenant, whose Tenant failed, that is older than the period, or whose status was
+/// written before, shows why it waits at once.
+#[test]
+fn a_new_ci_waits_quietly_for_a_tenant_being_set_up() {
+    let fresh = |age: i64, written: bool| {
+        let mut c = ci();
+        c.metadata.finalizers = None;
+        c.metadata.creation_timestamp = Some(Time(at(-age)));
+        if written {
+            c.status = Some(ComputeInstanceStatus {
+                phase: Some(Phase::Starting),
+                desired_config_version: Some("v".into()),
+                ..ComputeInstanceStatus::default()
+            });
+        }
+        c
+    };
+    let missing = TenantView::Missing {
+        name: TENANT.into(),
+        tenant_name: "acme".into(),
+    };
+    let progressing = tenant(Some(TenantPhase::Progressing), false);
+    // (row, CI age in seconds, status written before, tenant, quiet)
+    let rows: Vec<(&str, i64, bool, TenantView, bool)> = vec![
+        (
+            "Tenant created by this pass",
+            0,
+            false,
+            missing.clone(),
+            true,
+        ),
+        (
+            "another CI's Tenant on its way",
+            4,
+            false,
+            progressing.clone(),
+            true,
+        ),
+        (
+            "older than the period",
+            5,
+            false,
+            progressing.clone(),
+            false,
+        ),
+        ("status written before", 1, true, progressing.clone(), false),
+        ("no tenant named", 0, false, TenantView::Unnamed, false),
+        (
+            "a failed Tenant",
+            0,
+            false,
+            tenant(Some(TenantPhase::Failed), true),
+            false,
+        ),
+    ];
+    for (name, age, written, view, quiet) in rows {
+        let plan = decide(
+            &fresh(age, written),
+            &with_tenant(Some(view.clone())),
+            at(0),
+            &settings(),
+        );
+        assert_eq!(plan.status.is_none(), quiet, "{name}: {:?}", plan.status);
+        assert_eq!(plan.finalizer == FinalizerChange::Keep, quiet, "{name}");
+        assert!(!launches(&plan), "{name}");
+        if quiet {
+            assert!(plan.events.is_empty(), "{name}: {:?}", plan.events);
+            let left = TENANT_QUIET_PERIOD - Duration::from_secs(age.unsigned_abs());
+            assert!(
+                plan.requeue_after.is_some_and(|d| d <= left),
+                "{name}: {:?}",
+                plan.requeue_after
+            );
+            // The Tenant is still created or adopted.
+            let change = match &view {
+                TenantView::Missing { .. } => Some(TenantChange::Create {
+                    name: TENANT.into(),
+                    tenant_name: "acme".into(),
+                }),
+                _ => Some(TenantChange::Own {
+                    name: TENANT.into(),
+                }),
+            };
+            assert_eq!(plan.tenant, change, "{name}");
+        }
+    }
+    // Once the Tenant is Ready, one pass adds the finalizer with the first intent and launches.
+    let plan = decide(
+        &fresh(1, false),
+        &with_tenant(ready_tenant()),
+        at(0),
+        &settings(),
+    );
+    assert_eq!(plan.finalizer, FinalizerChange::Add);
+    assert!(launches(&plan));
+    assert!(plan.first_intent.is_some(), "{plan:?}");
+}
+
 #[test]
 fn a_missing_tenant_warns_once_and_the_annotation_lets_the_ci_proceed() {
     let plan = decide(
