@@ -163,10 +163,20 @@ impl Provider for EdaProvider {
                 message: job.message.clone(),
             });
         }
-        Ok(match job.job_type {
+        let observed = match job.job_type {
             JobType::Provision => provision_state(ci, job),
             JobType::Deprovision => deprovision_state(ci, job),
-        })
+        };
+        // While the job waits, the message it has (the webhook's acceptance, say) stays:
+        // replacing it with the waiting text would cost a status write per job and tell nothing
+        // new.
+        if observed.state == job.state && job.message.as_deref().is_some_and(|m| !m.is_empty()) {
+            return Ok(JobObservation {
+                state: job.state,
+                message: job.message.clone(),
+            });
+        }
+        Ok(observed)
     }
 
     async fn cancel(&self, _job: &JobStatus) -> Result<CancelOutcome, ProviderError> {
