@@ -10,6 +10,7 @@ default:
 test:
     hack/testenv-install.sh
     hack/python-venv.sh
+    hack/prometheus-install.sh
     cargo test --workspace --all-targets --no-fail-fast
     cargo test --workspace --doc
 
@@ -17,6 +18,7 @@ test:
 e2e:
     hack/testenv-install.sh
     hack/python-venv.sh
+    hack/prometheus-install.sh
     cargo test -p cloudkit-e2e
 
 # A local demo, start to finish: API server, AWX simulator, ansible-rulebook, two operators, sample VMs.

@@ -13,6 +13,7 @@
 #   - ansible-rulebook with examples/automation/rulebook.yml: EDA runs the real playbooks
 #   - two cloudkit-operator processes, one per provider, each watching its own namespace
 #     (demo-aap, demo-eda), authenticated as a user that holds only the roles of deploy/rbac.yaml
+#   - Debian's Prometheus (hack/prometheus-install.sh) scraping both operators' /metrics
 # Every wait is bounded; the script exits non-zero, with the logs to read, when something fails.
 set -euo pipefail
 
@@ -115,12 +116,39 @@ fi
 started=$SECONDS
 say "installing what the demo needs (cached after the first run)"
 mkdir -p "$STATE"
-for step in hack/testenv-install.sh hack/python-venv.sh; do
+# What a step does when its result is not cached yet, with an estimate; empty when it is cached.
+first_run_note() {
+  case $1 in
+    hack/testenv-install.sh)
+      if [ ! -x "$CACHE/kube-apiserver-1.20.2" ] || [ ! -x "$CACHE/kube-controller-manager-1.20.2" ]; then
+        echo "building kube-apiserver and kube-controller-manager 1.20 from Debian's source package (first run only, about 12 minutes on 2 cores)"
+      fi ;;
+    hack/python-venv.sh)
+      [ -f "$VENV/.cloudkit-requirements" ] \
+        || echo "creating the Python venv with ansible and ansible-rulebook in $VENV (first run only, a few minutes)" ;;
+    hack/prometheus-install.sh)
+      ls "$CACHE"/prometheus-*/usr/bin/promtool >/dev/null 2>&1 \
+        || echo "downloading Debian's prometheus package into $CACHE (first run only, under a minute)" ;;
+  esac
+}
+for step in hack/testenv-install.sh hack/python-venv.sh hack/prometheus-install.sh; do
+  note="$(first_run_note "$step")"
+  step_started=$SECONDS
+  [ -z "$note" ] || printf '  %s...\n' "$note"
   "$step" >"$STATE/install.log" 2>&1 || { cat "$STATE/install.log" >&2; die "$step failed"; }
-  tail -n 1 "$STATE/install.log"
+  if [ -n "$note" ]; then
+    printf '  %s: done in %ss\n' "$step" "$((SECONDS - step_started))"
+  else
+    printf '  %s\n' "$(tail -n 1 "$STATE/install.log")"
+  fi
 done
 [ -x "$JAVA_HOME_17/bin/java" ] || die "Java 17 is missing at $JAVA_HOME_17 (apt-get install openjdk-17-jdk-headless)"
 [ -x "$KUBECTL" ] || die "kubectl is missing at $KUBECTL (hack/testenv-install.sh installs it)"
+PROMETHEUS_HOME="$(ls -d "$CACHE"/prometheus-*/ | sort | tail -n 1)"
+PROMETHEUS_HOME="${PROMETHEUS_HOME%/}"
+if [ ! -x "$TARGET/cloudkit-operator" ] || [ ! -x "$TARGET/aap-sim" ] || [ ! -x "$TARGET/testenv" ]; then
+  echo "  building the operator, the AWX simulator and the test environment (first run: several minutes; later: seconds)..."
+fi
 cargo build -q -p cloudkit-operator -p cloudkit-aap-sim -p cloudkit-testenv --bins
 
 if [ -d "$PIDS" ] && [ -n "$(ls -A "$PIDS" 2>/dev/null)" ] || [ -f "$TESTENV_DIR/pids" ]; then
@@ -195,6 +223,38 @@ for op in operator-aap operator-eda; do
 done
 metrics_address() { sed -n 's/.*serving \/healthz.*address=\([0-9.:]*\).*/\1/p' "$LOGS/$1.log" | head -n 1; }
 
+say "starting Prometheus (Debian's), scraping both operators every second"
+PROMETHEUS_PORT="$(free_port)"
+rm -rf "$STATE/prometheus"
+mkdir -p "$STATE/prometheus"
+cat >"$STATE/prometheus/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: cloudkit-operator
+    static_configs:
+      - targets: ["$(metrics_address operator-aap)"]
+        labels: {operator: operator-aap}
+      - targets: ["$(metrics_address operator-eda)"]
+        labels: {operator: operator-eda}
+EOF
+start prometheus prometheus "$PROMETHEUS_HOME/usr/bin/prometheus" \
+  --config.file="$STATE/prometheus/prometheus.yml" --storage.tsdb.path="$STATE/prometheus/data" \
+  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" \
+  --web.local-assets="$PROMETHEUS_HOME/usr/share/prometheus/web/"
+PROMETHEUS_URL="http://127.0.0.1:$PROMETHEUS_PORT"
+# Both targets scraped before the first job ends, so every duration is in the graph.
+targets_up() {
+  expect_running prometheus
+  [ "$(curl -s "$PROMETHEUS_URL/api/v1/query?query=sum(up)" | sed -n 's/.*"value":\[[0-9.]*,"\([0-9]*\)"\].*/\1/p')" = 2 ]
+}
+wait_until 30 "Prometheus to scrape both operators" targets_up
+# The median provision duration per provider since the operators started (cumulative buckets:
+# a handful of demo jobs is too few for a rate).
+GRAPH_EXPR='histogram_quantile(0.5, sum by (le, provider) (cloudkit_job_duration_seconds_bucket{type="provision"}))'
+GRAPH_URL="$PROMETHEUS_URL/graph?g0.expr=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.quote(sys.argv[1], safe=""))' "$GRAPH_EXPR")&g0.tab=0&g0.range_input=15m"
+
 say "creating the sample ComputeInstances (examples/computeinstances.yaml) in both namespaces"
 for ns in "${NAMESPACES[@]}"; do
   k apply -n "$ns" -f examples/computeinstances.yaml | sed 's/^/  /'
@@ -207,7 +267,7 @@ table() { k get ci -A -o "custom-columns=$COLUMNS" 2>/dev/null; }
 show_until() {
   local limit=$1 what=$2 check=$3 deadline=$((SECONDS + $1)) last='' now
   while :; do
-    for p in aap-sim ansible-rulebook operator-aap operator-eda; do expect_running "$p"; done
+    for p in aap-sim ansible-rulebook operator-aap operator-eda prometheus; do expect_running "$p"; done
     now="$(table)"
     if [ "$now" != "$last" ]; then
       if [ -t 1 ]; then printf '\e[H\e[2J%s%s (t+%ss)%s\n\n' "$B" "$what" "$((SECONDS - started))" "$N"; else echo; fi
@@ -263,6 +323,7 @@ cat <<EOF
 
   metrics: curl -s http://$(metrics_address operator-aap)/metrics   (AAP operator)
            curl -s http://$(metrics_address operator-eda)/metrics   (EDA operator)
+  provision durations (Prometheus graph): $GRAPH_URL
   simulator: $SIM_URL/_sim/stats
   logs: $LOGS/
 

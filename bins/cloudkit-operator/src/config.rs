@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::builder::OsStringValueParser;
@@ -42,14 +42,36 @@ pub const ENV_RESTART_TIMEOUT: &str = "CLOUDKIT_RESTART_TIMEOUT";
 pub const ENV_PROVISION_RETRY_LIMIT: &str = "CLOUDKIT_PROVISION_RETRY_LIMIT";
 /// CIs reconciled at once.
 pub const ENV_MAX_CONCURRENT_RECONCILES: &str = "CLOUDKIT_MAX_CONCURRENT_RECONCILES";
-/// Address of the HTTP endpoints.
+/// Address of all three HTTP endpoints in plain HTTP (development and tests).
 pub const ENV_HTTP_ADDRESS: &str = "CLOUDKIT_HTTP_ADDRESS";
+/// Address of `/healthz` and `/readyz` (the Go `--health-probe-bind-address`).
+pub const ENV_HEALTH_PROBE_BIND_ADDRESS: &str = "CLOUDKIT_HEALTH_PROBE_BIND_ADDRESS";
+/// The probes' address when no setting says otherwise (the Go default).
+pub const DEFAULT_HEALTH_PROBE_BIND_ADDRESS: &str = ":8081";
+/// Address of `/metrics` (the Go `--metrics-bind-address`); `0` turns it off.
+pub const ENV_METRICS_BIND_ADDRESS: &str = "CLOUDKIT_METRICS_BIND_ADDRESS";
+/// `/metrics` over HTTPS for authenticated and authorized callers only.
+pub const ENV_METRICS_SECURE: &str = "CLOUDKIT_METRICS_SECURE";
+/// Directory of the metrics server's certificate and key.
+pub const ENV_METRICS_CERT_PATH: &str = "CLOUDKIT_METRICS_CERT_PATH";
+/// File name of the metrics server's certificate in that directory.
+pub const ENV_METRICS_CERT_NAME: &str = "CLOUDKIT_METRICS_CERT_NAME";
+/// File name of the metrics server's key in that directory.
+pub const ENV_METRICS_CERT_KEY: &str = "CLOUDKIT_METRICS_CERT_KEY";
 /// Run only while holding the Lease.
 pub const ENV_LEADER_ELECT: &str = "CLOUDKIT_LEADER_ELECT";
 /// Namespace of the Lease.
 pub const ENV_LEADER_ELECTION_NAMESPACE: &str = "CLOUDKIT_LEADER_ELECTION_NAMESPACE";
 /// Name of the Lease.
 pub const ENV_LEADER_ELECTION_LEASE: &str = "CLOUDKIT_LEADER_ELECTION_LEASE";
+/// The Lease of the Go operator (its controller-runtime leader election id): a Go and a Rust
+/// replica of one installation compete for the same Lease.
+pub const DEFAULT_LEADER_ELECTION_LEASE: &str = "95f7e044.openshift.io";
+/// The pod's namespace file, which tells an in-cluster operator its own namespace.
+pub const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
+    "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
+/// The pod's namespace, when the downward API sets it.
+pub const ENV_POD_NAMESPACE: &str = "POD_NAMESPACE";
 /// Duration of the Lease.
 pub const ENV_LEADER_ELECTION_LEASE_DURATION: &str = "CLOUDKIT_LEADER_ELECTION_LEASE_DURATION";
 /// Log format.
@@ -95,16 +117,6 @@ pub enum WatchScope {
     All,
 }
 
-impl WatchScope {
-    /// The namespace, when only one is watched.
-    pub fn namespace(&self) -> Option<&str> {
-        match self {
-            WatchScope::Namespace(ns) => Some(ns),
-            WatchScope::All => None,
-        }
-    }
-}
-
 impl std::fmt::Display for WatchScope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -118,6 +130,23 @@ impl std::fmt::Display for WatchScope {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A listening address as the Go operator's flags take it: `0` turns the server off, `:8081`
+/// listens on every interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bind {
+    Off,
+    At(SocketAddr),
+}
+
+impl Bind {
+    pub fn address(self) -> Option<SocketAddr> {
+        match self {
+            Bind::Off => None,
+            Bind::At(a) => Some(a),
+        }
+    }
 }
 
 /// The value of `--provider`.
@@ -280,26 +309,80 @@ pub struct RunArgs {
     )]
     pub max_concurrent_reconciles: u16,
 
-    /// Address of the /healthz, /readyz and /metrics endpoints.
+    /// Address of /healthz, /readyz and /metrics together, in plain HTTP (development and
+    /// tests); when set, the probes are served there only, unless
+    /// --health-probe-bind-address is set too.
     #[arg(
         long,
         env = ENV_HTTP_ADDRESS,
         value_parser = setting(ENV_HTTP_ADDRESS, socket_address),
-        default_value = "0.0.0.0:8080",
         global = true
     )]
-    pub http_address: SocketAddr,
+    pub http_address: Option<SocketAddr>,
+    /// Address of /healthz and /readyz (`:8081` = every interface, port 8081; `0` = off).
+    /// Default `:8081`.
+    #[arg(
+        long,
+        env = ENV_HEALTH_PROBE_BIND_ADDRESS,
+        value_parser = setting(ENV_HEALTH_PROBE_BIND_ADDRESS, bind_address),
+        global = true
+    )]
+    pub health_probe_bind_address: Option<Bind>,
+    /// Address of /metrics (`:8443`, `127.0.0.1:8080`; `0` = off, the default).
+    #[arg(
+        long,
+        env = ENV_METRICS_BIND_ADDRESS,
+        value_parser = setting(ENV_METRICS_BIND_ADDRESS, bind_address),
+        default_value = "0",
+        global = true
+    )]
+    pub metrics_bind_address: Bind,
+    /// Serve /metrics over HTTPS, only to callers whose bearer token passes a TokenReview and a
+    /// SubjectAccessReview for `get` on /metrics; `false` = plain HTTP to anyone.
+    #[arg(
+        long,
+        env = ENV_METRICS_SECURE,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = setting(ENV_METRICS_SECURE, boolean),
+        default_value = "true",
+        global = true
+    )]
+    pub metrics_secure: bool,
+    /// Directory holding the metrics server's certificate and key; a self-signed certificate
+    /// is made at start-up when absent.
+    #[arg(long, env = ENV_METRICS_CERT_PATH, global = true)]
+    pub metrics_cert_path: Option<PathBuf>,
+    /// File name of the metrics server's certificate (PEM) in --metrics-cert-path.
+    #[arg(long, env = ENV_METRICS_CERT_NAME, default_value = "tls.crt", global = true)]
+    pub metrics_cert_name: String,
+    /// File name of the metrics server's private key (PEM) in --metrics-cert-path.
+    #[arg(long, env = ENV_METRICS_CERT_KEY, default_value = "tls.key", global = true)]
+    pub metrics_cert_key: String,
     /// Run only while holding a coordination.k8s.io Lease (for several replicas).
-    #[arg(long, env = ENV_LEADER_ELECT, global = true)]
+    #[arg(
+        long,
+        env = ENV_LEADER_ELECT,
+        action = ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = setting(ENV_LEADER_ELECT, boolean),
+        default_value = "false",
+        global = true
+    )]
     pub leader_elect: bool,
-    /// Namespace of the leader election Lease.
+    /// Namespace of the leader election Lease; the operator's own namespace (the service
+    /// account's namespace file, else $POD_NAMESPACE, else the kubeconfig's) when absent.
     #[arg(long, env = ENV_LEADER_ELECTION_NAMESPACE, global = true)]
     pub leader_election_namespace: Option<String>,
     /// Name of the leader election Lease.
     #[arg(
         long,
         env = ENV_LEADER_ELECTION_LEASE,
-        default_value = "cloudkit-operator",
+        default_value = DEFAULT_LEADER_ELECTION_LEASE,
         global = true
     )]
     pub leader_election_lease: String,
@@ -324,6 +407,7 @@ pub struct RunArgs {
         env = ENV_GRPC_INSECURE,
         action = ArgAction::Set,
         num_args = 0..=1,
+        require_equals = true,
         default_missing_value = "true",
         value_parser = setting(ENV_GRPC_INSECURE, boolean),
         default_value = "false",
@@ -336,6 +420,7 @@ pub struct RunArgs {
         env = ENV_GRPC_PLAINTEXT,
         action = ArgAction::Set,
         num_args = 0..=1,
+        require_equals = true,
         default_missing_value = "true",
         value_parser = setting(ENV_GRPC_PLAINTEXT, boolean),
         default_value = "false",
@@ -497,6 +582,33 @@ fn socket_address(value: &str) -> Result<SocketAddr, String> {
     value.parse().map_err(|e| format!("{value:?}: {e}"))
 }
 
+/// `0` (off), `:port` (every interface), `localhost:port`, or an IP address and port.
+fn bind_address(value: &str) -> Result<Bind, String> {
+    let text = value.trim();
+    if text == "0" {
+        return Ok(Bind::Off);
+    }
+    let expected = || format!("{value:?} is invalid: expected :PORT, HOST:PORT or 0 (off)");
+    let (host, port) = text.rsplit_once(':').ok_or_else(expected)?;
+    let port: u16 = port.parse().map_err(|_| expected())?;
+    let ip: std::net::IpAddr = match host.trim_start_matches('[').trim_end_matches(']') {
+        "" => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        other => other.parse().map_err(|_| expected())?,
+    };
+    Ok(Bind::At(SocketAddr::new(ip, port)))
+}
+
+/// How `/metrics` is served on its own address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsServing {
+    pub address: SocketAddr,
+    /// HTTPS with authentication and authorization; plain HTTP to anyone otherwise.
+    pub secure: bool,
+    /// The certificate and key files; a self-signed certificate when absent.
+    pub cert: Option<(PathBuf, PathBuf)>,
+}
+
 /// Validated settings of a controller run.
 #[derive(Debug)]
 pub struct RunConfig {
@@ -510,7 +622,12 @@ pub struct RunConfig {
     pub restart_timeout: Duration,
     pub launch_window: Duration,
     pub concurrency: u16,
-    pub http_address: SocketAddr,
+    /// /healthz, /readyz and /metrics together in plain HTTP, when set.
+    pub http_address: Option<SocketAddr>,
+    /// /healthz and /readyz, when served on their own address.
+    pub probe_address: Option<SocketAddr>,
+    /// /metrics on its own address, when served.
+    pub metrics: Option<MetricsServing>,
     /// The Lease to hold while running, with `--leader-elect`.
     pub leader_election: Option<LeaseSettings>,
     /// Where ComputeInstances and Tenants are watched.
@@ -578,11 +695,17 @@ impl RunArgs {
         }))
     }
 
-    /// The namespace of the Lease: the one set, or the watched one.
+    /// The namespace of the Lease: the one set, or the operator's own.
     fn lease_namespace(&self) -> Option<String> {
         self.leader_election_namespace
             .clone()
-            .or_else(|| self.namespace.namespace().map(str::to_string))
+            .filter(|ns| !ns.trim().is_empty())
+            .or_else(|| {
+                own_namespace(
+                    Path::new(SERVICE_ACCOUNT_NAMESPACE_FILE),
+                    std::env::var(ENV_POD_NAMESPACE).ok(),
+                )
+            })
     }
 }
 
@@ -658,12 +781,51 @@ impl RunArgs {
             launch_window: request_timeout + Duration::from_secs(5),
             concurrency: self.max_concurrent_reconciles,
             http_address: self.http_address,
+            probe_address: match self.health_probe_bind_address {
+                Some(bind) => bind.address(),
+                // The development address serves the probes unless they are asked for apart.
+                None if self.http_address.is_some() => None,
+                None => bind_address(DEFAULT_HEALTH_PROBE_BIND_ADDRESS)
+                    .ok()
+                    .and_then(Bind::address),
+            },
+            metrics: self.metrics_serving()?,
             leader_election,
             scope: self.namespace.clone(),
             tenant_network: self.tenant_network,
             feedback: self.feedback_settings()?,
             shard,
         })
+    }
+
+    /// `/metrics` on its own address (SPEC 12); the certificate files must be readable.
+    fn metrics_serving(&self) -> Result<Option<MetricsServing>, ConfigError> {
+        let Some(address) = self.metrics_bind_address.address() else {
+            return Ok(None);
+        };
+        let cert = match &self.metrics_cert_path {
+            Some(dir) if !dir.as_os_str().is_empty() => {
+                let files = (
+                    dir.join(&self.metrics_cert_name),
+                    dir.join(&self.metrics_cert_key),
+                );
+                for file in [&files.0, &files.1] {
+                    std::fs::metadata(file).map_err(|e| {
+                        ConfigError::new(
+                            ENV_METRICS_CERT_PATH,
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?;
+                }
+                Some(files)
+            }
+            _ => None,
+        };
+        Ok(Some(MetricsServing {
+            address,
+            secure: self.metrics_secure,
+            cert,
+        }))
     }
 
     /// The fulfillment service's settings, when its address is set (SPEC 13).
@@ -747,6 +909,16 @@ impl RunArgs {
         config.validate()?;
         Ok(config)
     }
+}
+
+/// The operator's own namespace: the service account's namespace file in a pod, else
+/// `pod_namespace` (`POD_NAMESPACE`); `None` out of a cluster (the kubeconfig's namespace).
+fn own_namespace(file: &Path, pod_namespace: Option<String>) -> Option<String> {
+    let clean = |ns: String| Some(ns.trim().to_string()).filter(|ns| !ns.is_empty());
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(clean)
+        .or_else(|| pod_namespace.and_then(clean))
 }
 
 fn present(v: &Option<String>) -> bool {
@@ -850,10 +1022,11 @@ mod tests {
                 c.concurrency == u16::MAX
             }),
             ("http-address", "127.0.0.1:0", |c| {
-                c.http_address == SocketAddr::from(([127, 0, 0, 1], 0))
+                c.http_address == Some(SocketAddr::from(([127, 0, 0, 1], 0)))
+                    && c.probe_address.is_none()
             }),
             ("http-address", "[::1]:9090", |c| {
-                c.http_address.port() == 9090
+                c.http_address.map(|a| a.port()) == Some(9090)
             }),
             ("provider", " aap ", |c| c.active == ProviderKind::Aap),
         ];
@@ -903,29 +1076,121 @@ mod tests {
             .leader_election
             .expect("default");
         assert_eq!((lease.duration_secs, lease.grace_secs), (15, 5));
-        assert_eq!(lease.name, "cloudkit-operator");
-        assert_eq!(lease.namespace.as_deref(), Some(DEFAULT_NAMESPACE));
+        assert_eq!(lease.name, DEFAULT_LEADER_ELECTION_LEASE);
         assert!(ok(AAP).leader_election.is_none(), "off by default");
     }
 
     #[test]
-    fn lease_namespace_defaults_to_the_watched_one() {
+    fn the_lease_is_in_the_operators_own_namespace() {
         let lease = |extra: &[(&'static str, &'static str)]| {
             ok(&with(&with(AAP, &[("leader-elect", "")]), extra))
                 .leader_election
                 .and_then(|l| l.namespace)
         };
-        assert_eq!(lease(&[("namespace", "ci")]).as_deref(), Some("ci"));
-        assert_eq!(lease(&[]).as_deref(), Some(DEFAULT_NAMESPACE));
-        assert_eq!(
-            lease(&[("namespace", "*")]),
-            None,
-            "all namespaces: the client's namespace"
-        );
         assert_eq!(
             lease(&[("namespace", "ci"), ("leader-election-namespace", "ops")]).as_deref(),
             Some("ops")
         );
+        let dir = std::env::temp_dir().join(format!("cloudkit-ns-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let file = dir.join("namespace");
+        std::fs::write(&file, "operators\n").expect("namespace file");
+        let pod = Some("from-env".to_string());
+        assert_eq!(
+            own_namespace(&file, pod.clone()).as_deref(),
+            Some("operators"),
+            "the service account's namespace first"
+        );
+        std::fs::write(&file, "").expect("namespace file");
+        assert_eq!(
+            own_namespace(&file, pod.clone()).as_deref(),
+            Some("from-env")
+        );
+        let missing = dir.join("missing");
+        assert_eq!(own_namespace(&missing, pod).as_deref(), Some("from-env"));
+        assert_eq!(own_namespace(&missing, Some(" ".into())), None);
+        assert_eq!(own_namespace(&missing, None), None, "the kubeconfig's");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn go_deployment_arguments() {
+        let argv = [
+            "cloudkit-operator",
+            "--leader-elect",
+            "--health-probe-bind-address=:8081",
+            "--grpc-insecure",
+        ];
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cli.run.leader_elect && cli.run.grpc_insecure);
+        let c = ok(&with(
+            AAP,
+            &[("leader-elect", ""), ("health-probe-bind-address", ":8081")],
+        ));
+        assert_eq!(
+            c.leader_election.map(|l| l.name).as_deref(),
+            Some(DEFAULT_LEADER_ELECTION_LEASE)
+        );
+        assert!(
+            ok(&with(AAP, &[("leader-elect", "false")]))
+                .leader_election
+                .is_none()
+        );
+        // A bare boolean never takes the next word as its value, as with Go's flags.
+        let cli = Cli::try_parse_from(["cloudkit-operator", "--leader-elect", "crd"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(cli.run.leader_elect && matches!(cli.command, Some(Command::Crd)));
+    }
+
+    #[test]
+    fn probe_and_metrics_addresses() {
+        let at = |ip: [u8; 4], port| Some(SocketAddr::from((ip, port)));
+        let c = ok(&with(AAP, &[("health-probe-bind-address", "127.0.0.1:9")]));
+        assert_eq!(c.probe_address, at([127, 0, 0, 1], 9));
+        let c = ok(&with(AAP, &[("health-probe-bind-address", "0")]));
+        assert_eq!(c.probe_address, None, "0 = off");
+        let c = ok(&with(
+            AAP,
+            &[
+                ("http-address", "127.0.0.1:7"),
+                ("health-probe-bind-address", "localhost:8"),
+            ],
+        ));
+        assert_eq!(
+            (c.http_address, c.probe_address),
+            (at([127, 0, 0, 1], 7), at([127, 0, 0, 1], 8))
+        );
+        let c = ok(&with(AAP, &[("metrics-bind-address", ":8443")]));
+        let m = c.metrics.expect("served");
+        assert_eq!(m.address, SocketAddr::from(([0, 0, 0, 0], 8443)));
+        assert!(
+            m.secure && m.cert.is_none(),
+            "secure by default, self-signed"
+        );
+        let c = ok(&with(
+            AAP,
+            &[
+                ("metrics-bind-address", "[::1]:8080"),
+                ("metrics-secure", "false"),
+            ],
+        ));
+        let m = c.metrics.expect("served");
+        assert!(!m.secure && m.address.is_ipv6());
+        for value in ["8080", "host:80", ":http", "1.2.3.4:70000"] {
+            let e = error(&with(AAP, &[("metrics-bind-address", value)]));
+            assert_eq!(e.setting(), ENV_METRICS_BIND_ADDRESS, "{value}: {e}");
+        }
+        let e = error(&with(AAP, &[("health-probe-bind-address", "x")]));
+        assert_eq!(e.setting(), ENV_HEALTH_PROBE_BIND_ADDRESS);
+        let e = error(&with(
+            AAP,
+            &[
+                ("metrics-bind-address", ":8443"),
+                ("metrics-cert-path", "/nonexistent/certs"),
+            ],
+        ));
+        assert_eq!(e.setting(), ENV_METRICS_CERT_PATH);
+        assert!(e.message().contains("/nonexistent/certs/tls.crt"), "{e}");
     }
 
     #[test]
@@ -1110,7 +1375,13 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_secs(30));
         assert_eq!(c.eda_grace, Duration::from_secs(300));
         assert_eq!(c.concurrency, 16);
-        assert_eq!(c.http_address, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert_eq!(c.http_address, None);
+        assert_eq!(
+            c.probe_address,
+            Some(SocketAddr::from(([0, 0, 0, 0], 8081))),
+            "the Go default"
+        );
+        assert_eq!(c.metrics, None, "off, the Go default");
         assert_eq!(
             c.scope,
             WatchScope::Namespace("cloudkit-computeinstance".into()),
@@ -1253,11 +1524,14 @@ mod tests {
         // The shards' Leases live where the leader election's would.
         let c = ok(&with(
             AAP,
-            &[("shard-label-selector", "shard=a"), ("namespace", "ci")],
+            &[
+                ("shard-label-selector", "shard=a"),
+                ("leader-election-namespace", "ops"),
+            ],
         ));
         assert_eq!(
             c.shard.and_then(|s| s.lease_namespace).as_deref(),
-            Some("ci")
+            Some("ops")
         );
     }
 }

@@ -150,16 +150,51 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
     let shard_metrics = shard::metrics(config.shard.as_ref(), &mut metrics);
     let metrics = Arc::new(metrics);
     let ready = Arc::new(AtomicBool::new(false));
-    let (address, http) = http::serve(
-        config.http_address,
-        Arc::clone(&metrics),
-        Arc::clone(&ready),
-        stopped(stop_rx.clone()),
-    )
-    .await?;
-    info!(%address, "serving /healthz, /readyz and /metrics");
+    let mut servers = Vec::new();
+    if let Some(address) = config.http_address {
+        let app = http::probes(Arc::clone(&ready)).merge(http::open_metrics(Arc::clone(&metrics)));
+        let (address, server) =
+            http::serve(config::ENV_HTTP_ADDRESS, address, app, stop_rx.clone()).await?;
+        info!(%address, "serving /healthz, /readyz and /metrics");
+        servers.push(server);
+    }
+    if let Some(address) = config.probe_address {
+        let app = http::probes(Arc::clone(&ready));
+        let (address, server) = http::serve(
+            config::ENV_HEALTH_PROBE_BIND_ADDRESS,
+            address,
+            app,
+            stop_rx.clone(),
+        )
+        .await?;
+        info!(%address, "serving /healthz and /readyz");
+        servers.push(server);
+    }
 
     let client = client(&args).await?;
+    if let Some(serving) = &config.metrics {
+        let setting = config::ENV_METRICS_BIND_ADDRESS;
+        let server = if serving.secure {
+            let (address, server) = http::serve_secure_metrics(
+                setting,
+                serving.address,
+                Arc::clone(&metrics),
+                client.clone(),
+                serving.cert.as_ref(),
+                stop_rx.clone(),
+            )
+            .await?;
+            info!(%address, "serving /metrics over HTTPS to authorized callers");
+            server
+        } else {
+            let app = http::open_metrics(Arc::clone(&metrics));
+            let (address, server) =
+                http::serve(setting, serving.address, app, stop_rx.clone()).await?;
+            info!(%address, "serving /metrics");
+            server
+        };
+        servers.push(server);
+    }
     let registry = registry(&config)?;
     let settings = Settings {
         history_limit: config.history_limit,
@@ -220,7 +255,9 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
             match candidate.lead(stop_rx.clone()).await? {
                 Some(leadership) => Some(leadership),
                 None => {
-                    let _ = http.await;
+                    for server in servers {
+                        let _ = server.await;
+                    }
                     return Ok(());
                 }
             }
@@ -263,7 +300,9 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
     if let Some(leadership) = leadership {
         leadership.release().await;
     }
-    let _ = http.await;
+    for server in servers {
+        let _ = server.await;
+    }
     info!("stopped");
     Ok(())
 }

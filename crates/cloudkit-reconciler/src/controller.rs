@@ -187,6 +187,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store();
+    ctx.metrics.watch(reader.clone());
     let mut config = watcher::Config::default().any_semantic();
     if let Some(shard) = &ctx.shard {
         config = config.labels_from(shard.selector());

@@ -1,12 +1,17 @@
 //! Prometheus metrics of the reconciler and of the provider calls it makes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use cloudkit_api::{JobState, JobType, ProviderKind};
+use cloudkit_api::metadata::CONDITION_DELETION_BLOCKED;
+use cloudkit_api::{ComputeInstance, JobState, JobType, ProviderKind};
+use kube::runtime::reflector::Store;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -26,6 +31,13 @@ pub struct Metrics {
     provider_errors: Family<Labels, Counter>,
     status_writes: Counter,
     write_conflicts: Family<Labels, Counter>,
+    deletions_blocked: Gauge,
+    oldest_unfinished_job: Family<Labels, Gauge<f64, AtomicU64>>,
+    /// The controller's cache of CIs, from which the two gauges above are computed when the
+    /// metrics are rendered (unset on a replica that does not lead).
+    cis: OnceLock<Store<ComputeInstance>>,
+    /// One render at a time: the gauges are cleared and filled again for each.
+    rendering: Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -53,6 +65,8 @@ impl Metrics {
         let provider_errors = Family::<Labels, Counter>::default();
         let status_writes = Counter::default();
         let write_conflicts = Family::<Labels, Counter>::default();
+        let deletions_blocked = Gauge::default();
+        let oldest_unfinished_job = Family::<Labels, Gauge<f64, AtomicU64>>::default();
         registry.register("reconciles", "Reconcile passes", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -100,6 +114,18 @@ impl Metrics {
              changed since), by write: finalizer, status, or answer (a launch's outcome)",
             write_conflicts.clone(),
         );
+        registry.register(
+            "deletions_blocked",
+            "ComputeInstances whose deletion is blocked by a failed deprovision \
+             (condition DeletionBlocked=True)",
+            deletions_blocked.clone(),
+        );
+        registry.register(
+            "oldest_unfinished_job_start_time_seconds",
+            "Start time (Unix seconds) of the oldest job not in a terminal state, by type and \
+             provider; absent when every job has ended",
+            oldest_unfinished_job.clone(),
+        );
         Metrics {
             registry,
             reconciles,
@@ -112,7 +138,17 @@ impl Metrics {
             provider_errors,
             status_writes,
             write_conflicts,
+            deletions_blocked,
+            oldest_unfinished_job,
+            cis: OnceLock::new(),
+            rendering: Mutex::new(()),
         }
+    }
+
+    /// The controller's cache of CIs, read when the metrics are rendered. Only the first call
+    /// counts.
+    pub(crate) fn watch(&self, cis: Store<ComputeInstance>) {
+        let _ = self.cis.set(cis);
     }
 
     /// The registry, for other controllers of the process to register their metrics in before
@@ -128,10 +164,50 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        let _rendering = self
+            .rendering
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(store) = self.cis.get() {
+            self.count(&store.state());
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+
+    /// Sets the gauges computed from the CIs.
+    fn count(&self, cis: &[Arc<ComputeInstance>]) {
+        let mut blocked = 0;
+        let mut oldest: HashMap<(JobType, ProviderKind), i64> = HashMap::new();
+        for ci in cis {
+            let Some(status) = &ci.status else { continue };
+            if status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == CONDITION_DELETION_BLOCKED && c.status == "True")
+            {
+                blocked += 1;
+            }
+            for job in status.jobs.iter().filter(|j| !j.is_terminal()) {
+                let started = job.timestamp.0.as_millisecond();
+                oldest
+                    .entry((job.job_type, job.owner()))
+                    .and_modify(|t| *t = (*t).min(started))
+                    .or_insert(started);
+            }
+        }
+        self.deletions_blocked.set(blocked);
+        self.oldest_unfinished_job.clear();
+        for ((job_type, provider), started) in oldest {
+            self.oldest_unfinished_job
+                .get_or_create(&vec![
+                    ("type", job_type.to_string()),
+                    ("provider", provider.to_string()),
+                ])
+                .set(started as f64 / 1000.0);
+        }
     }
 
     pub(crate) fn reconciled(&self, took: Duration) {
@@ -211,6 +287,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cloudkit_api::JobStatus;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
     #[test]
     fn renders_every_family() {
@@ -245,5 +323,80 @@ mod tests {
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }
+    }
+
+    fn ci(conditions: Vec<Condition>, jobs: Vec<JobStatus>) -> Arc<ComputeInstance> {
+        let mut ci =
+            ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
+        ci.status = Some(cloudkit_api::ComputeInstanceStatus {
+            conditions,
+            jobs,
+            ..Default::default()
+        });
+        Arc::new(ci)
+    }
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap_or_default())
+    }
+
+    fn blocked(status: &str) -> Condition {
+        Condition {
+            type_: CONDITION_DELETION_BLOCKED.to_string(),
+            status: status.to_string(),
+            reason: "DeprovisionFailed".to_string(),
+            message: "m".to_string(),
+            last_transition_time: at(0),
+            observed_generation: None,
+        }
+    }
+
+    #[test]
+    fn counts_blocked_deletions_and_the_oldest_unfinished_job_from_the_cis() {
+        let m = Metrics::new();
+        let job = |start, t, state| JobStatus::new("1", t, at(start), state);
+        let cis = [
+            ci(
+                vec![blocked("True")],
+                vec![job(100, JobType::Deprovision, JobState::Failed)],
+            ),
+            ci(vec![blocked("False")], vec![]),
+            ci(
+                vec![],
+                vec![
+                    job(50, JobType::Provision, JobState::Succeeded),
+                    job(300, JobType::Provision, JobState::Running),
+                ],
+            ),
+            ci(
+                vec![],
+                vec![job(200, JobType::Provision, JobState::Pending)],
+            ),
+            ci(
+                vec![],
+                vec![job(400, JobType::Deprovision, JobState::Unknown)],
+            ),
+        ];
+        m.count(&cis);
+        let text = m.render();
+        for needle in [
+            "cloudkit_deletions_blocked 1\n",
+            "cloudkit_oldest_unfinished_job_start_time_seconds{type=\"provision\",provider=\"aap\"} 200.0",
+            "cloudkit_oldest_unfinished_job_start_time_seconds{type=\"deprovision\",provider=\"aap\"} 400.0",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+
+        // Once every job has ended, the series go away.
+        m.count(&[ci(
+            vec![],
+            vec![job(300, JobType::Provision, JobState::Failed)],
+        )]);
+        let text = m.render();
+        assert!(text.contains("cloudkit_deletions_blocked 0\n"), "{text}");
+        assert!(
+            !text.contains("cloudkit_oldest_unfinished_job_start_time_seconds{"),
+            "{text}"
+        );
     }
 }

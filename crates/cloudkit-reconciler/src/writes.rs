@@ -165,12 +165,58 @@ pub(crate) async fn write_status(
     metrics: &Metrics,
 ) -> Result<ComputeInstance, kube::Error> {
     let body = status_patch(current, status);
+    tracing::debug!(
+        ci = %current.name_any(),
+        changed = ?changed_fields(current.status.as_ref(), &body["status"]),
+        "writing status"
+    );
     metrics.status_written();
     let mut updated = api
         .patch_status(&current.name_any(), &patch_params(), &Patch::Merge(&body))
         .await?;
     slim(&mut updated);
     Ok(updated)
+}
+
+/// The status fields a write changes, for the debug log; for conditions, the types whose
+/// status or reason changes.
+fn changed_fields(old: Option<&ComputeInstanceStatus>, new: &serde_json::Value) -> Vec<String> {
+    let old = old
+        .and_then(|s| serde_json::to_value(s).ok())
+        .unwrap_or_default();
+    let mut changed = Vec::new();
+    for key in STATUS_FIELDS {
+        let (before, after) = (&old[key], &new[key]);
+        if before == after || (before.is_null() && after.is_null()) {
+            continue;
+        }
+        if key == "conditions" {
+            let summary = |v: &serde_json::Value| -> Vec<(String, String, String)> {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|c| {
+                                (
+                                    c["type"].as_str().unwrap_or_default().to_string(),
+                                    c["status"].as_str().unwrap_or_default().to_string(),
+                                    c["reason"].as_str().unwrap_or_default().to_string(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let before = summary(before);
+            for (type_, status, reason) in summary(after) {
+                if !before.contains(&(type_.clone(), status.clone(), reason.clone())) {
+                    changed.push(format!("{type_}={status}/{reason}"));
+                }
+            }
+        } else {
+            changed.push(key.to_string());
+        }
+    }
+    changed
 }
 
 /// The body of [`write_status`].

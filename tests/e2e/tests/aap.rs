@@ -426,6 +426,12 @@ async fn blocked_deletion_is_released_by_each_escape_hatch() {
             })
             .await;
     }
+    // /metrics counts them, from the controller's cache (an alert of deploy/monitoring/).
+    scene
+        .eventually("cloudkit_deletions_blocked 2", || async {
+            scene.metrics(0).await.get("cloudkit_deletions_blocked") == Some(&2.0)
+        })
+        .await;
     // The block holds across several poll intervals, without another deprovision.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for name in names {

@@ -347,7 +347,7 @@ async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
         kube::Api::namespaced(env().admin_client().await, &ns);
     eventually("the lease to be held", || async {
         leases
-            .get_opt("cloudkit-operator")
+            .get_opt(GO_LEASE)
             .await
             .ok()
             .flatten()
@@ -558,5 +558,370 @@ async fn the_fulfillment_service_learns_the_state_and_the_deletion() {
         "{:?}",
         op.forbidden_lines()
     );
+    stops_on_sigterm(op).await;
+}
+
+/// The Lease of the Go operator (its controller-runtime leader election id), the default.
+const GO_LEASE: &str = "95f7e044.openshift.io";
+
+async fn lease_holder(ns: &str) -> Option<String> {
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(env().admin_client().await, ns);
+    leases
+        .get_opt(GO_LEASE)
+        .await
+        .ok()
+        .flatten()
+        .and_then(|l| l.spec.and_then(|s| s.holder_identity))
+}
+
+/// The Go operator's Deployment, image swapped: its container arguments unchanged, the watched
+/// namespace from the pod's, the provider settings from the `cloudkit-config` Secret (envFrom),
+/// the roles of `deploy/rbac.yaml`. Probes answer on :8081, /metrics is off (Go's default), the
+/// Lease is the Go one in the operator's namespace, and CIs are reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_go_deployment_runs_unchanged() {
+    use k8s_openapi::api::core::v1::Secret;
+
+    let mut scene = Scene::new("go-deploy").await;
+    let ns = scene.namespace.clone();
+    let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(scene.client.clone(), &ns);
+    let config = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("cloudkit-config".into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            [
+                ("CLOUDKIT_PROVISIONING_PROVIDER", "aap".to_string()),
+                ("CLOUDKIT_AAP_URL", sim.api_url()),
+                ("CLOUDKIT_AAP_TOKEN", SIM_TOKEN.to_string()),
+                ("CLOUDKIT_AAP_PROVISION_TEMPLATE", PROVISION_TEMPLATE.into()),
+                (
+                    "CLOUDKIT_AAP_DEPROVISION_TEMPLATE",
+                    DEPROVISION_TEMPLATE.into(),
+                ),
+                ("CLOUDKIT_AAP_STATUS_POLL_INTERVAL", "300ms".into()),
+                // The test API server has no OVN-Kubernetes.
+                ("CLOUDKIT_TENANT_NETWORK", "none".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        ),
+        ..Default::default()
+    };
+    secrets.create(&Default::default(), &config).await.unwrap();
+
+    // What the kubelet gives the container: the Secret's keys (envFrom) and the pod namespace
+    // (fieldRef), nothing else of ours.
+    let mut settings = OperatorSettings::new(
+        "go-deploy",
+        operator_binary(),
+        env().limited_kubeconfig_path(),
+        &ns,
+    )
+    .without_env("CLOUDKIT_HTTP_ADDRESS")
+    .without_env("CLOUDKIT_TENANT_NETWORK")
+    .env("POD_NAMESPACE", &ns)
+    .args(&[
+        "--leader-elect",
+        "--health-probe-bind-address=:8081",
+        "--grpc-insecure",
+    ]);
+    let stored = secrets.get("cloudkit-config").await.unwrap();
+    for (key, value) in stored.data.unwrap() {
+        settings = settings.env(&key, std::str::from_utf8(&value.0).unwrap());
+    }
+    let index = scene.start_operator(settings).await;
+    let op = &mut scene.operators[index];
+    op.wait_logged(&["acquired leadership"], DEADLINE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        op.http().map(|a| a.port()),
+        Some(8081),
+        "{}",
+        op.log_tail(20)
+    );
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let r = http
+            .get(format!("http://127.0.0.1:8081{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+    }
+    let metrics = http
+        .get("http://127.0.0.1:8081/metrics")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 404, "/metrics is not on the probes' port");
+    assert!(
+        !op.log_text().contains("serving /metrics"),
+        "/metrics is off by default: {}",
+        op.log_tail(20)
+    );
+    assert_eq!(
+        lease_holder(&ns).await,
+        Some(op.lease_identity()),
+        "the Go operator's Lease, in the pod's namespace"
+    );
+
+    let api = api(&ns).await;
+    create(&api, "vm-go", ComputeInstanceSpec::for_template("t")).await;
+    wait_for(&api, "vm-go", Some(&sim), "Running", |ci| {
+        ci.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+    })
+    .await;
+    scene.assert_no_forbidden();
+    let op = scene.operators.remove(0);
+    stops_on_sigterm(op).await;
+}
+
+/// A service account's token from the TokenRequest API.
+async fn service_account_token(ns: &str, name: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+
+    let accounts: kube::Api<ServiceAccount> = kube::Api::namespaced(env().admin_client().await, ns);
+    let account = ServiceAccount {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    accounts
+        .create(&Default::default(), &account)
+        .await
+        .unwrap();
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: Vec::new(),
+            expiration_seconds: Some(3600),
+            bound_object_ref: None,
+        },
+        ..Default::default()
+    };
+    accounts
+        .create_token_request(name, &Default::default(), &request)
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .token
+}
+
+/// `/metrics` with `--metrics-bind-address` and the secure default: HTTPS with a self-signed
+/// certificate; 401 without a token or with one the API server does not know, 403 for a user
+/// without the `cloudkit-operator-metrics-reader` ClusterRole of `deploy/rbac.yaml`, 200 for one
+/// bound to it. The operator checks the tokens with the roles of `deploy/rbac.yaml` only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_metrics_only_for_callers_allowed_to_get_them() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
+
+    let mut scene = Scene::new("metrics-auth").await;
+    let ns = scene.namespace.clone();
+    let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
+    let port = free_port();
+    let settings = Scene::aap_operator("metrics-auth", &ns, &sim)
+        .without_env("CLOUDKIT_HTTP_ADDRESS")
+        .args(&[
+            "--health-probe-bind-address=127.0.0.1:0",
+            &format!("--metrics-bind-address=127.0.0.1:{port}"),
+        ]);
+    let index = scene.start_operator(settings).await;
+    scene.operators[index]
+        .wait_logged(&["serving /metrics over HTTPS"], DEADLINE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let reader: ClusterRole = serde_json::from_value(
+        yaml_documents(&workspace_root().join("deploy/rbac.yaml"))
+            .into_iter()
+            .find(|d| d["metadata"]["name"] == "cloudkit-operator-metrics-reader")
+            .expect("deploy/rbac.yaml has the metrics-reader ClusterRole"),
+    )
+    .unwrap();
+    let role = format!("{ns}-metrics-reader");
+    let mut role_object = reader.clone();
+    role_object.metadata = kube::api::ObjectMeta {
+        name: Some(role.clone()),
+        ..Default::default()
+    };
+    kube::Api::<ClusterRole>::all(scene.client.clone())
+        .create(&Default::default(), &role_object)
+        .await
+        .unwrap();
+    let allowed = service_account_token(&ns, "scraper").await;
+    let refused = service_account_token(&ns, "nobody").await;
+    let binding = ClusterRoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(role.clone()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: role,
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "scraper".into(),
+            namespace: Some(ns.clone()),
+            api_group: None,
+        }]),
+    };
+    kube::Api::<ClusterRoleBinding>::all(scene.client.clone())
+        .create(&Default::default(), &binding)
+        .await
+        .unwrap();
+
+    let https = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{port}/metrics");
+    let status = |token: Option<String>| {
+        let mut request = https.get(&url).timeout(Duration::from_secs(10));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        async move { request.send().await.map(|r| r.status().as_u16()) }
+    };
+    assert_eq!(status(None).await.unwrap(), 401, "no token");
+    assert_eq!(
+        status(Some("not-a-token".into())).await.unwrap(),
+        401,
+        "a token the API server does not know"
+    );
+    assert_eq!(status(Some(refused)).await.unwrap(), 403, "no permission");
+    // The binding reaches the API server's authorizer within moments.
+    eventually("200 for the bound service account", || {
+        let ok = status(Some(allowed.clone()));
+        async move { ok.await.is_ok_and(|s| s == 200) }
+    })
+    .await;
+    let body = https
+        .get(&url)
+        .bearer_auth(&allowed)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("cloudkit_reconciles_total"), "{body}");
+    let plain = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await;
+    assert!(
+        plain.is_err_and(|e| !e.is_timeout()),
+        "no plain HTTP on the secure port"
+    );
+    scene.assert_no_forbidden();
+}
+
+/// A Lease held the way controller-runtime holds it (holder `<host>_<uuid>`, 15 s, renewed every
+/// 2 s) keeps a Rust replica waiting, however long it renews; once the holder stops renewing,
+/// the Rust replica takes the Lease over and runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_runtime_holder_keeps_the_lease_until_it_stops_renewing() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use kube::api::{Patch, PatchParams};
+
+    let ns = env().namespace("go-lease").await;
+    let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
+    let leases: kube::Api<Lease> = kube::Api::namespaced(env().admin_client().await, &ns);
+    let go_holder =
+        "cloudkit-operator-controller-manager-6d4f8b7c9-x2kqz_1b0c7a8e-3d52-4f0a-9e61-2f5d8c4b7a90";
+    let now = || MicroTime(jiff::Timestamp::now());
+    leases
+        .create(
+            &Default::default(),
+            &Lease {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(GO_LEASE.into()),
+                    ..Default::default()
+                },
+                spec: Some(LeaseSpec {
+                    holder_identity: Some(go_holder.into()),
+                    lease_duration_seconds: Some(15),
+                    acquire_time: Some(now()),
+                    renew_time: Some(now()),
+                    lease_transitions: Some(0),
+                    ..Default::default()
+                }),
+            },
+        )
+        .await
+        .unwrap();
+    // The Go replica renews every 2 s (client-go's retry period) until told to stop.
+    let renewing = Arc::new(AtomicBool::new(true));
+    let renewals = Arc::new(AtomicUsize::new(0));
+    let renewer = {
+        let (leases, renewing, renewals) = (leases.clone(), renewing.clone(), renewals.clone());
+        tokio::spawn(async move {
+            while renewing.load(Ordering::SeqCst) {
+                let patch = serde_json::json!({"spec": {"renewTime": now()}});
+                leases
+                    .patch(GO_LEASE, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap();
+                renewals.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        })
+    };
+
+    let mut op = start_operator(
+        "go-lease",
+        &ns,
+        &sim.api_url(),
+        &[
+            ("CLOUDKIT_LEADER_ELECT", "true"),
+            ("CLOUDKIT_LEADER_ELECTION_NAMESPACE", ns.as_str()),
+        ],
+    )
+    .await;
+    op.wait_logged(&["waiting for leadership"], DEADLINE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Ten renewals (20 s) outlast the 15 s the Lease lasts without them.
+    let seen = renewals.load(Ordering::SeqCst);
+    eventually("ten more renewals by the Go holder", || async {
+        renewals.load(Ordering::SeqCst) >= seen + 10
+    })
+    .await;
+    assert!(
+        !op.log_text().contains("acquired leadership"),
+        "took a Lease that was renewed: {}",
+        op.log_tail(20)
+    );
+    assert_eq!(lease_holder(&ns).await.as_deref(), Some(go_holder));
+    assert_eq!(reconciles(&op).await, 0.0, "the standby does nothing");
+
+    renewing.store(false, Ordering::SeqCst);
+    renewer.await.unwrap();
+    op.wait_logged(&["acquired leadership"], DEADLINE)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(lease_holder(&ns).await, Some(op.lease_identity()));
+    let api = api(&ns).await;
+    create(&api, "vm-after", ComputeInstanceSpec::for_template("t")).await;
+    wait_for(&api, "vm-after", Some(&sim), "Running", |ci| {
+        ci.status.as_ref().and_then(|s| s.phase) == Some(Phase::Running)
+    })
+    .await;
     stops_on_sigterm(op).await;
 }

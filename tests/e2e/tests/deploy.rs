@@ -37,18 +37,29 @@ fn deployment_probes_security_and_configuration() {
         let get = p.as_ref().unwrap().http_get.clone().unwrap();
         (get.path.unwrap(), get.port)
     };
-    let http = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into());
+    let health = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("health".into());
     assert_eq!(
         port(&c.liveness_probe),
-        ("/healthz".to_string(), http.clone())
+        ("/healthz".to_string(), health.clone())
     );
-    assert_eq!(port(&c.readiness_probe), ("/readyz".to_string(), http));
+    assert_eq!(port(&c.readiness_probe), ("/readyz".to_string(), health));
     let ports = c.ports.clone().unwrap();
-    assert_eq!(
-        (ports[0].name.as_deref(), ports[0].container_port),
-        (Some("http"), 8080),
-        "the operator's default --http-address port"
-    );
+    let named = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .map(|p| p.container_port)
+    };
+    assert_eq!(named("health"), Some(8081), "the Go operator's probe port");
+    assert_eq!(named("https"), Some(8443));
+    let args = c.args.clone().unwrap();
+    for arg in [
+        "--leader-elect",
+        "--health-probe-bind-address=:8081",
+        "--metrics-bind-address=:8443",
+    ] {
+        assert!(args.iter().any(|a| a == arg), "{arg} in {args:?}");
+    }
     let sc = c.security_context.clone().unwrap();
     assert_eq!(sc.read_only_root_filesystem, Some(true));
     assert_eq!(sc.allow_privilege_escalation, Some(false));

@@ -13,6 +13,7 @@
 //! - waits with a deadline that fail with every log that can explain the failure
 //!   ([`eventually`], [`wait_for`], [`wait_observed`], [`Scene::wait_for`]);
 //! - ComputeInstance fixtures ([`CiFixture`]) and status readers ([`latest`], [`condition`]);
+//! - Debian's Prometheus ([`PrometheusServer`]) and [`promtool`], from `hack/prometheus-install.sh`;
 //! - [`free_port`], [`run_dir`], and the operator's RBAC from `deploy/` ([`grant_operator_roles`]).
 //!
 //! ```no_run
@@ -44,6 +45,7 @@ mod error;
 mod fixtures;
 mod operator;
 mod process;
+mod prometheus;
 mod rbac;
 mod scene;
 mod sim;
@@ -64,6 +66,7 @@ pub use operator::{
     plugin_binary,
 };
 pub use process::{ChildProcess, free_port, run_dir, strip_ansi, workspace_root};
+pub use prometheus::{PrometheusServer, prometheus_dir, promtool, scrape_config};
 pub use rbac::{deploy_document, grant_operator_roles, yaml_documents};
 pub use scene::{Follower, Recorder, Scene, Seen};
 pub use sim::{

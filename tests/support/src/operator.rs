@@ -36,6 +36,7 @@ pub struct OperatorSettings {
     name: String,
     bin: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
     log: Option<PathBuf>,
     http: Option<SocketAddr>,
 }
@@ -50,6 +51,7 @@ impl OperatorSettings {
             name: name.to_string(),
             bin: bin.to_path_buf(),
             env: Vec::new(),
+            args: Vec::new(),
             log: None,
             http: None,
         }
@@ -67,6 +69,13 @@ impl OperatorSettings {
     pub fn env(mut self, name: &str, value: &str) -> OperatorSettings {
         self.env.retain(|(k, _)| k != name);
         self.env.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds command line arguments (`--leader-elect`, `--metrics-bind-address=:8443`), after
+    /// those added earlier.
+    pub fn args(mut self, args: &[&str]) -> OperatorSettings {
+        self.args.extend(args.iter().map(|a| a.to_string()));
         self
     }
 
@@ -143,7 +152,7 @@ impl OperatorSettings {
     /// Starts the process and returns at once; see [`OperatorProcess::wait_serving`].
     pub fn spawn(&self) -> Result<OperatorProcess> {
         let mut cmd = Command::new(&self.bin);
-        cmd.env_clear().stdout(Stdio::null());
+        cmd.env_clear().args(&self.args).stdout(Stdio::null());
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
