@@ -15,6 +15,7 @@ use cloudkit_api::ProviderKind;
 use cloudkit_api::history::{
     DEFAULT_HISTORY_LIMIT, ENV_MAX_JOB_HISTORY, MAX_HISTORY_LIMIT, parse_history_limit,
 };
+use cloudkit_api::shard::{ShardSelector, valid_shard_name};
 use cloudkit_eda::{self as eda, EdaConfig};
 use cloudkit_feedback::{Settings as FeedbackSettings, SettingsError};
 use cloudkit_provider::Secret;
@@ -83,6 +84,10 @@ pub const ENV_FULFILLMENT_TOKEN_FILE: &str = "CLOUDKIT_FULFILLMENT_TOKEN_FILE";
 pub const ENV_GRPC_INSECURE: &str = "CLOUDKIT_GRPC_INSECURE";
 /// HTTP/2 without TLS to the fulfillment service.
 pub const ENV_GRPC_PLAINTEXT: &str = "CLOUDKIT_GRPC_PLAINTEXT";
+/// Label selector of the CIs of this shard.
+pub const ENV_SHARD_SELECTOR: &str = "CLOUDKIT_SHARD_SELECTOR";
+/// Name of this shard.
+pub const ENV_SHARD_NAME: &str = "CLOUDKIT_SHARD_NAME";
 
 /// Kubernetes operator that provisions ComputeInstance virtual machines by running Ansible
 /// automation through the AAP controller API or an Event-Driven Ansible webhook.
@@ -431,6 +436,15 @@ pub struct RunArgs {
         global = true
     )]
     pub log_format: LogFormat,
+
+    // Sharding: several operators split the scope's CIs by label.
+    /// Label selector of the CIs this operator reconciles (e.g. cloudkit.openshift.io/shard=a),
+    /// when several operators split the scope into shards; every CI when absent.
+    #[arg(long, env = ENV_SHARD_SELECTOR, global = true)]
+    pub shard_label_selector: Option<String>,
+    /// Name of this shard, the suffix of its Lease; by default the value of a key=value selector.
+    #[arg(long, env = ENV_SHARD_NAME, global = true)]
+    pub shard_name: Option<String>,
 }
 
 /// The setting a command line error is about, when a value parser refused a value: the caller
@@ -622,6 +636,77 @@ pub struct RunConfig {
     pub tenant_network: TenantNetwork,
     /// How to reach the fulfillment service, when feedback is enabled.
     pub feedback: Option<FeedbackSettings>,
+    /// This operator's shard, when it is one of several.
+    pub shard: Option<Shard>,
+}
+
+/// One shard of the CIs: its selector, its name and its Lease (`<lease name>-<name>`, in the
+/// leader election's namespace).
+#[derive(Clone, Debug)]
+pub struct Shard {
+    pub selector: ShardSelector,
+    pub name: String,
+    /// Namespace of the shards' Leases; the client's default namespace when absent.
+    pub lease_namespace: Option<String>,
+    /// The Lease name the shard's name is appended to.
+    pub lease_base: String,
+}
+
+impl RunArgs {
+    /// The shard settings: a selector that parses, and a name (given, or the value of a
+    /// single `key=value`) that can end a Lease name.
+    fn shard(&self) -> Result<Option<Shard>, ConfigError> {
+        let Some(text) = self
+            .shard_label_selector
+            .as_deref()
+            .filter(|t| !t.trim().is_empty())
+        else {
+            if self
+                .shard_name
+                .as_deref()
+                .is_some_and(|n| !n.trim().is_empty())
+            {
+                return Err(ConfigError::new(
+                    ENV_SHARD_NAME,
+                    format!(
+                        "names a shard, but {ENV_SHARD_SELECTOR} (--shard-label-selector) does not select one"
+                    ),
+                ));
+            }
+            return Ok(None);
+        };
+        let selector = ShardSelector::parse(text)
+            .map_err(|e| ConfigError::new(ENV_SHARD_SELECTOR, format!("{text:?}: {e}")))?;
+        let name = match self.shard_name.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+            Some(name) => name.to_string(),
+            None => selector.default_name().ok_or_else(|| {
+                ConfigError::new(
+                    ENV_SHARD_NAME,
+                    format!("is required: the shard selector {text:?} is not one key=value whose value could name the shard"),
+                )
+            })?,
+        };
+        valid_shard_name(&name).map_err(|e| ConfigError::new(ENV_SHARD_NAME, e))?;
+        Ok(Some(Shard {
+            selector,
+            name,
+            lease_namespace: self.lease_namespace(),
+            lease_base: self.leader_election_lease.clone(),
+        }))
+    }
+
+    /// The namespace of the Lease: the one set, or the operator's own.
+    fn lease_namespace(&self) -> Option<String> {
+        self.leader_election_namespace
+            .clone()
+            .filter(|ns| !ns.trim().is_empty())
+            .or_else(|| {
+                own_namespace(
+                    Path::new(SERVICE_ACCOUNT_NAMESPACE_FILE),
+                    std::env::var(ENV_POD_NAMESPACE).ok(),
+                )
+            })
+    }
 }
 
 impl RunArgs {
@@ -674,18 +759,13 @@ impl RunArgs {
             .as_ref()
             .map(AapConfig::request_timeout)
             .unwrap_or(aap::DEFAULT_REQUEST_TIMEOUT);
+        let shard = self.shard()?;
         let leader_election = self.leader_elect.then(|| LeaseSettings {
-            namespace: self
-                .leader_election_namespace
-                .clone()
-                .filter(|ns| !ns.trim().is_empty())
-                .or_else(|| {
-                    own_namespace(
-                        Path::new(SERVICE_ACCOUNT_NAMESPACE_FILE),
-                        std::env::var(ENV_POD_NAMESPACE).ok(),
-                    )
-                }),
-            name: self.leader_election_lease.clone(),
+            namespace: self.lease_namespace(),
+            name: match &shard {
+                Some(shard) => format!("{}-{}", self.leader_election_lease, shard.name),
+                None => self.leader_election_lease.clone(),
+            },
             duration_secs: self.leader_election_lease_duration,
             grace_secs: (self.leader_election_lease_duration / 3).clamp(1, 5),
         });
@@ -714,6 +794,7 @@ impl RunArgs {
             scope: self.namespace.clone(),
             tenant_network: self.tenant_network,
             feedback: self.feedback_settings()?,
+            shard,
         })
     }
 
@@ -1382,5 +1463,75 @@ mod tests {
             ],
         ));
         assert_eq!(e.setting(), ENV_GRPC_INSECURE);
+    }
+
+    #[test]
+    fn shard_name_and_lease() {
+        // (selector, name given, the shard's name, or the variable of the one error line)
+        let rows: [(&str, &str, Result<&str, &str>); 11] = [
+            ("cloudkit.openshift.io/shard=a", "", Ok("a")),
+            ("shard==blue", "", Ok("blue")),
+            ("shard=a", "east", Ok("east")),
+            ("shard in (a,b)", "ab", Ok("ab")),
+            ("shard in (a,b)", "", Err(ENV_SHARD_NAME)),
+            ("shard=a,zone=z1", "", Err(ENV_SHARD_NAME)),
+            ("!shard", "", Err(ENV_SHARD_NAME)),
+            ("shard=A", "", Err(ENV_SHARD_NAME)),
+            ("shard=a", "Not_A_Name", Err(ENV_SHARD_NAME)),
+            ("shard in (a", "", Err(ENV_SHARD_SELECTOR)),
+            ("shard=a,", "x", Err(ENV_SHARD_SELECTOR)),
+        ];
+        for (selector, name, expected) in rows {
+            let mut pairs = with(
+                AAP,
+                &[("leader-elect", ""), ("leader-election-lease", "op")],
+            );
+            pairs.push(("shard-label-selector", selector));
+            if !name.is_empty() {
+                pairs.push(("shard-name", name));
+            }
+            match (run_config(&pairs), expected) {
+                (Ok(c), Ok(shard)) => {
+                    let s = c.shard.as_ref().expect("sharded");
+                    assert_eq!(s.name, shard, "{selector}");
+                    assert_eq!(s.lease_base, "op");
+                    assert_eq!(
+                        c.leader_election.map(|l| l.name),
+                        Some(format!("op-{shard}")),
+                        "each shard has its own Lease"
+                    );
+                }
+                (Err(e), Err(var)) => {
+                    assert_eq!(e.setting(), var, "{selector} {name}: {e}");
+                    assert!(!e.to_string().contains('\n'), "{e}");
+                }
+                (got, want) => panic!("{selector} {name}: {got:?}, expected {want:?}"),
+            }
+        }
+        // Without a selector nothing changes: one Lease, no shard.
+        let c = ok(&with(
+            AAP,
+            &[("leader-elect", ""), ("leader-election-lease", "op")],
+        ));
+        assert!(c.shard.is_none());
+        assert_eq!(c.leader_election.map(|l| l.name).as_deref(), Some("op"));
+        let e = error(&with(AAP, &[("shard-name", "a")]));
+        assert_eq!(
+            e.setting(),
+            ENV_SHARD_NAME,
+            "a name without a selector: {e}"
+        );
+        // The shards' Leases live where the leader election's would.
+        let c = ok(&with(
+            AAP,
+            &[
+                ("shard-label-selector", "shard=a"),
+                ("leader-election-namespace", "ops"),
+            ],
+        ));
+        assert_eq!(
+            c.shard.and_then(|s| s.lease_namespace).as_deref(),
+            Some("ops")
+        );
     }
 }

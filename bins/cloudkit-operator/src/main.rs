@@ -4,6 +4,7 @@
 mod config;
 mod http;
 mod leader;
+mod shard;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -146,6 +147,7 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
     if config.feedback.is_some() {
         feedback_metrics.register(metrics.registry_mut());
     }
+    let shard_metrics = shard::metrics(config.shard.as_ref(), &mut metrics);
     let metrics = Arc::new(metrics);
     let ready = Arc::new(AtomicBool::new(false));
     let mut servers = Vec::new();
@@ -208,20 +210,23 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         WatchScope::Namespace(ns) => Some(ns.clone()),
         WatchScope::All => None,
     };
-    let ctx = Arc::new(
+    let ctx = Arc::new(shard::select_cis(
         Context::new(client.clone(), registry, settings, Arc::clone(&metrics))
             .with_platform(Platform::new(client.clone(), platform_scope)),
-    );
-    let tenant_ctx = Arc::new(TenantContext::new(client.clone(), config.tenant_network));
+        config.shard.as_ref(),
+    ));
+    let tenant_ctx = Arc::new(shard::select_tenants(
+        TenantContext::new(client.clone(), config.tenant_network),
+        config.shard.as_ref(),
+    ));
     let feedback = match &config.feedback {
         Some(settings) => {
             let fulfillment = FulfillmentClient::new(settings)
                 .map_err(|e| anyhow::anyhow!("fulfillment service: {e}"))?;
             info!(address = %settings.address, "reporting CI state to the fulfillment service");
-            Some(Arc::new(FeedbackContext::new(
-                client.clone(),
-                fulfillment,
-                feedback_metrics,
+            Some(Arc::new(shard::select_feedback(
+                FeedbackContext::new(client.clone(), fulfillment, feedback_metrics),
+                config.shard.as_ref(),
             )))
         }
         None => None,
@@ -238,6 +243,7 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
         provider = %config.active,
         namespace = %config.scope,
         tenant_network = ?config.tenant_network,
+        shard = ?config.shard.as_ref().map(|s| (&s.name, s.selector.to_string())),
         "starting controller"
     );
 
@@ -287,8 +293,9 @@ async fn run(args: RunArgs, config: RunConfig) -> anyhow::Result<()> {
     };
     tokio::join!(
         cloudkit_reconciler::run(ctx, api, config.concurrency, stopped(halt_rx.clone())),
-        run_tenants(tenant_ctx, tenants, stopped(halt_rx)),
+        run_tenants(tenant_ctx, tenants, stopped(halt_rx.clone())),
         feedback_run,
+        shard::watch(&client, &config, shard_metrics, stopped(halt_rx)),
     );
     if let Some(leadership) = leadership {
         leadership.release().await;

@@ -30,6 +30,7 @@ mod launch_key;
 pub mod metadata;
 pub mod names;
 pub mod platform;
+pub mod shard;
 mod tenant;
 
 pub use compute_instance::{

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloudkit_api::ComputeInstance;
+use cloudkit_api::shard::ShardSelector;
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -104,6 +105,7 @@ pub struct FeedbackContext {
     recorder: Recorder,
     metrics: FeedbackMetrics,
     failures: Backoffs,
+    shard: Option<ShardSelector>,
 }
 
 /// Consecutive failures per CI (by uid), for the backoff of each CI on its own.
@@ -151,7 +153,14 @@ impl FeedbackContext {
             recorder,
             metrics,
             failures: Backoffs::default(),
+            shard: None,
         }
+    }
+
+    /// Reports only the CIs `shard` selects, as the CI controller of the same shard does.
+    pub fn with_shard(mut self, shard: ShardSelector) -> Self {
+        self.shard = Some(shard);
+        self
     }
 }
 
@@ -162,7 +171,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     info!("starting the fulfillment feedback controller");
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(shard) = &ctx.shard {
+        config = config.labels_from(shard.selector());
+    }
+    Controller::new(api, config)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

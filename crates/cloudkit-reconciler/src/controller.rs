@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cloudkit_api::intent::{self, with_recorded_intent};
+use cloudkit_api::shard::ShardSelector;
 use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobType, ProviderKind};
 use cloudkit_provider::{CancelOutcome, Launch, Provider, ProviderError, ProviderRegistry};
 use futures::StreamExt;
@@ -101,6 +102,7 @@ pub struct Context {
     pub(crate) metrics: Arc<Metrics>,
     memory: Mutex<Memory>,
     platform: Option<Platform>,
+    shard: Option<ShardSelector>,
 }
 
 impl std::fmt::Debug for Context {
@@ -135,6 +137,7 @@ impl Context {
             metrics,
             memory: Mutex::new(Memory::default()),
             platform: None,
+            shard: None,
         }
     }
 
@@ -142,6 +145,13 @@ impl Context {
     /// Without it, no job waits for a Tenant and VMs are not looked at.
     pub fn with_platform(mut self, platform: Platform) -> Self {
         self.platform = Some(platform);
+        self
+    }
+
+    /// Reconciles only the CIs `shard` selects; the Tenants it creates or adopts get the CI's
+    /// labels the selector reads, so that the Tenant controller of the same shard selects them.
+    pub fn with_shard(mut self, shard: ShardSelector) -> Self {
+        self.shard = Some(shard);
         self
     }
 
@@ -178,7 +188,11 @@ pub async fn run(
 ) {
     let (reader, writer) = reflector::store();
     ctx.metrics.watch(reader.clone());
-    let stream = watcher(api, watcher::Config::default().any_semantic())
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(shard) = &ctx.shard {
+        config = config.labels_from(shard.selector());
+    }
+    let stream = watcher(api, config)
         .default_backoff()
         .modify(slim)
         .reflect(writer)
@@ -255,7 +269,9 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
     }
 
     if let (Some(change), Some(platform)) = (&plan.tenant, &ctx.platform) {
-        platform.change_tenant(raw, change).await?;
+        platform
+            .change_tenant(raw, change, ctx.shard.as_ref())
+            .await?;
     }
     let mut current = ci.clone();
     if plan.finalizer == FinalizerChange::Add {

@@ -94,6 +94,7 @@ mod plan;
 mod platform;
 pub mod restart;
 mod settings;
+pub mod shard;
 pub mod tenant;
 mod time;
 mod writes;

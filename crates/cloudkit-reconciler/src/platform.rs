@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use cloudkit_api::metadata::{APP_NAME, APP_NAME_LABEL, COMPUTE_INSTANCE_LABEL, TENANT_ANNOTATION};
 use cloudkit_api::names::tenant_object_name;
+use cloudkit_api::shard::ShardSelector;
 use cloudkit_api::{ComputeInstance, Tenant, TenantPhase, TenantSpec};
 use futures::{Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -325,15 +326,21 @@ impl Platform {
         )
     }
 
-    /// Creates or adopts the CI's Tenant.
+    /// Creates or adopts the CI's Tenant. With a `shard`, the Tenant gets the CI's labels that
+    /// the selector reads (an adopted Tenant only those keys it lacks: the first CI's shard
+    /// keeps it), so that the Tenant controller of the same shard manages it.
     pub(crate) async fn change_tenant(
         &self,
         ci: &ComputeInstance,
         change: &TenantChange,
+        shard: Option<&ShardSelector>,
     ) -> Result<(), kube::Error> {
         let ns = ci.namespace().unwrap_or_default();
         let api: Api<Tenant> = Api::namespaced(self.client.clone(), &ns);
         let owner = owner_reference(ci);
+        let shard_labels = shard
+            .map(|s| s.relevant_labels(ci.labels()))
+            .unwrap_or_default();
         match change {
             TenantChange::Create { name, tenant_name } => {
                 let mut tenant = Tenant::new(
@@ -343,10 +350,9 @@ impl Platform {
                     },
                 );
                 tenant.metadata.namespace = Some(ns);
-                tenant.metadata.labels = Some(BTreeMap::from([(
-                    APP_NAME_LABEL.to_string(),
-                    APP_NAME.to_string(),
-                )]));
+                let mut labels = shard_labels;
+                labels.insert(APP_NAME_LABEL.to_string(), APP_NAME.to_string());
+                tenant.metadata.labels = Some(labels);
                 tenant.metadata.owner_references = Some(vec![owner]);
                 let pp = PostParams {
                     field_manager: Some(FIELD_MANAGER.to_string()),
@@ -367,12 +373,19 @@ impl Platform {
                     return Ok(());
                 }
                 owners.push(owner);
+                let missing: BTreeMap<String, String> = shard_labels
+                    .into_iter()
+                    .filter(|(k, _)| !current.labels().contains_key(k))
+                    .collect();
                 // The whole list goes back with the version it was read at, so that two CIs
                 // adopting the same Tenant at once cannot drop each other.
-                let body = serde_json::json!({"metadata": {
+                let mut body = serde_json::json!({"metadata": {
                     "resourceVersion": current.resource_version(),
                     "ownerReferences": owners,
                 }});
+                if !missing.is_empty() {
+                    body["metadata"]["labels"] = serde_json::json!(missing);
+                }
                 let params = PatchParams {
                     field_manager: Some(FIELD_MANAGER.to_string()),
                     ..PatchParams::default()

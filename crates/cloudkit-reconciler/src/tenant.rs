@@ -15,6 +15,7 @@ use cloudkit_api::metadata::{
     TENANT_REF_LABEL,
 };
 use cloudkit_api::names::tenant_namespace;
+use cloudkit_api::shard::ShardSelector;
 use cloudkit_api::{Tenant, TenantPhase, TenantStatus};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -443,6 +444,8 @@ pub struct TenantContext {
     network: TenantNetwork,
     /// Failures in a row per Tenant (`namespace/name`), for the retry backoff.
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    /// Only the Tenants it selects, when the operator is one shard of several.
+    shard: Option<ShardSelector>,
 }
 
 impl std::fmt::Debug for TenantContext {
@@ -460,7 +463,15 @@ impl TenantContext {
             client,
             network,
             failures: Arc::default(),
+            shard: None,
         }
+    }
+
+    /// Manages only the Tenants `shard` selects: those its CIs created or adopted first (they
+    /// carry the CI's labels the selector reads).
+    pub fn with_shard(mut self, shard: ShardSelector) -> Self {
+        self.shard = Some(shard);
+        self
     }
 
     /// Counts one more failure of `tenant` and gives the wait before the next try.
@@ -495,7 +506,11 @@ pub async fn run_tenants(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default().any_semantic())
+    let mut config = watcher::Config::default().any_semantic();
+    if let Some(shard) = &ctx.shard {
+        config = config.labels_from(shard.selector());
+    }
+    Controller::new(api, config)
         .watches(
             namespaces,
             watcher::Config::default()

@@ -70,8 +70,8 @@ pub use prometheus::{PrometheusServer, prometheus_dir, promtool, scrape_config};
 pub use rbac::{deploy_document, grant_operator_roles, yaml_documents};
 pub use scene::{Follower, Recorder, Scene, Seen};
 pub use sim::{
-    DEPROVISION_TEMPLATE, PROVISION_TEMPLATE, SIM_TOKEN, launched_config_version, phases,
-    runner_simulator, sim_get, sim_job, sim_jobs, sim_stdout, sim_time, simulator,
+    DEPROVISION_TEMPLATE, PROVISION_TEMPLATE, SIM_TOKEN, launched_config_version, launches_of,
+    phases, runner_simulator, sim_get, sim_job, sim_jobs, sim_stdout, sim_time, simulator,
 };
 pub use wait::{
     DEADLINE, Diagnostics, SimDiagnostics, describe_ci, eventually, eventually_with, wait_for,

@@ -149,3 +149,16 @@ pub fn sim_time(job: &serde_json::Value, field: &str) -> jiff::Timestamp {
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| panic!("job {} has no {field} timestamp: {job}", job["id"]))
 }
+
+/// Launches of `job_type` (`provision` or `deprovision`) the simulator accepted for the CI of
+/// `uid`, from its launch ledger (launch keys are `<uid>/<type>/...`).
+pub fn launches_of(sim: &SimHandle, uid: &str, job_type: &str) -> u64 {
+    let prefix = format!("{uid}/{job_type}/");
+    sim.simulator()
+        .stats()
+        .launches_by_key
+        .iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .map(|(_, n)| n)
+        .sum()
+}
