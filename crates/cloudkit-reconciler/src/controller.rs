@@ -274,11 +274,15 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
             .await?;
     }
     let mut current = ci.clone();
+    // The status as the API server holds it (without an intent recorded in the annotation):
+    // the write of a launch's answer tests it.
+    let mut stored = raw.status.clone();
     if plan.finalizer == FinalizerChange::Add {
         let result = set_finalizer(&api, &current, true, plan.first_intent.as_ref()).await;
         if !advance(result, &mut current, &mut replaced, ctx, "finalizer")? {
             return Ok(Action::requeue(STALE_RETRY));
         }
+        stored.clone_from(&current.status);
         if plan.first_intent.is_some() {
             // The intent is recorded; the rest of the status goes with the launch's answer.
             current.status.clone_from(&plan.status);
@@ -289,6 +293,7 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
         if !advance(result, &mut current, &mut replaced, ctx, "status")? {
             return Ok(Action::requeue(STALE_RETRY));
         }
+        stored.clone_from(&current.status);
     }
 
     // After the status: it records the restart's intent before the VMI goes.
@@ -313,8 +318,17 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
             job_type,
             launch_key,
         }) => {
-            let outcome =
-                launch(ctx, &api, current, *provider, *job_type, launch_key, &uid).await?;
+            let outcome = launch(
+                ctx,
+                &api,
+                current,
+                stored.as_ref(),
+                *provider,
+                *job_type,
+                launch_key,
+                &uid,
+            )
+            .await?;
             current = outcome.current;
             replaced.extend(outcome.replaced);
             events.extend(outcome.events);
@@ -429,10 +443,12 @@ async fn observe(ci: &ComputeInstance, ctx: &Context, uid: &str) -> Result<Obser
 
 /// Calls the provider for a recorded intent and records its answer
 /// ([`record_answer`]).
+#[allow(clippy::too_many_arguments)]
 async fn launch(
     ctx: &Context,
     api: &Api<ComputeInstance>,
     current: ComputeInstance,
+    stored: Option<&ComputeInstanceStatus>,
     kind: ProviderKind,
     job_type: JobType,
     launch_key: &str,
@@ -458,7 +474,7 @@ async fn launch(
         LaunchAnswer::Failed((&e).into())
     });
     let caps = capabilities(provider.as_ref());
-    record_answer(ctx, api, current, launch_key, &answer, caps, uid).await
+    record_answer(ctx, api, current, stored, launch_key, &answer, caps, uid).await
 }
 
 async fn cancel(

@@ -3,8 +3,11 @@
 //!
 //! Every write is a JSON merge patch that carries the `resourceVersion` the decision was based
 //! on, so a decision made from a stale object (a lagging cache, a second replica) is refused
-//! instead of acting twice. Only the write of a launch's answer is retried on a conflict: the
-//! job id the provider returned must not be lost.
+//! instead of acting twice, with two exceptions that test exactly what they depend on instead:
+//! the write of a launch's answer (the intent it answers is still there and unanswered; the
+//! automation adds its finalizer as its job starts, and that metadata write must not refuse
+//! it) and the removal of the operator's finalizer (it is still at the place read). Only the
+//! answer's write is retried when refused: the job id the provider returned must not be lost.
 
 use std::time::{Duration, Instant};
 
@@ -36,16 +39,20 @@ pub(crate) struct LaunchOutcome {
 
 /// Records a provider's `answer` to the launch of the intent under `launch_key`, re-reading
 /// and re-applying on conflicts so a returned job id is never lost.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn record_answer(
     ctx: &Context,
     api: &Api<ComputeInstance>,
     mut current: ComputeInstance,
+    stored: Option<&ComputeInstanceStatus>,
     launch_key: &str,
     answer: &LaunchAnswer,
     caps: Capabilities,
     uid: &str,
 ) -> Result<LaunchOutcome, Error> {
     let name = current.name_any();
+    // The first attempt tests the intent; after a refusal, the fresh object's resourceVersion.
+    let mut tested = Some(stored.cloned());
     for _ in 0..5 {
         let mut status: ComputeInstanceStatus = current.status.clone().unwrap_or_default();
         let Some(effect) = apply_launch_answer(
@@ -60,7 +67,14 @@ pub(crate) async fn record_answer(
             // Someone already recorded the outcome (or the intent is gone).
             break;
         };
-        match write_status(api, &current, &status, &ctx.metrics).await {
+        let result = match tested
+            .take()
+            .and_then(|stored| answer_patch(stored.as_ref(), launch_key, &status))
+        {
+            Some(patch) => write_status_tested(api, &current, patch, &ctx.metrics).await,
+            None => write_status(api, &current, &status, &ctx.metrics).await,
+        };
+        match result {
             Ok(updated) => {
                 if let Some((t, p)) = effect.started {
                     ctx.metrics.job_started(t, p);
@@ -89,7 +103,7 @@ pub(crate) async fn record_answer(
                     requeue_after: effect.requeue_after,
                 });
             }
-            Err(e) if is_conflict(&e) => {
+            Err(e) if is_conflict(&e) || is_failed_test(&e) => {
                 ctx.metrics.write_conflict("answer");
                 let mut fresh = api.get_status(&name).await?;
                 slim(&mut fresh);
@@ -219,6 +233,57 @@ fn changed_fields(old: Option<&ComputeInstanceStatus>, new: &serde_json::Value) 
     changed
 }
 
+/// The answer's write as a JSON patch: tests that the intent under `launch_key` is still in the
+/// stored status without a job id (or, for a first intent recorded in the annotation, that the
+/// object has no status at all), then sets the whole status. `None` when the stored status
+/// does not hold the intent (the write then falls back to the resourceVersion precondition).
+pub(crate) fn answer_patch(
+    stored: Option<&ComputeInstanceStatus>,
+    launch_key: &str,
+    status: &ComputeInstanceStatus,
+) -> Option<json_patch::Patch> {
+    let value = serde_json::to_value(status).ok()?;
+    let ops = match stored {
+        None => serde_json::json!([
+            // A missing member tests equal to null (RFC 6902 as Kubernetes applies it).
+            { "op": "test", "path": "/status", "value": null },
+            { "op": "add", "path": "/status", "value": value },
+        ]),
+        Some(stored) => {
+            let i = stored
+                .jobs
+                .iter()
+                .position(|j| j.launch_key.as_deref() == Some(launch_key))?;
+            serde_json::json!([
+                { "op": "test", "path": format!("/status/jobs/{i}/launchKey"), "value": launch_key },
+                { "op": "test", "path": format!("/status/jobs/{i}/jobID"), "value": null },
+                { "op": "replace", "path": "/status", "value": value },
+            ])
+        }
+    };
+    serde_json::from_value(ops).ok()
+}
+
+/// Writes the status with `patch` (from [`answer_patch`]).
+async fn write_status_tested(
+    api: &Api<ComputeInstance>,
+    current: &ComputeInstance,
+    patch: json_patch::Patch,
+    metrics: &Metrics,
+) -> Result<ComputeInstance, kube::Error> {
+    tracing::debug!(ci = %current.name_any(), "writing the launch's answer");
+    metrics.status_written();
+    let mut updated = api
+        .patch_status(
+            &current.name_any(),
+            &patch_params(),
+            &Patch::Json::<()>(patch),
+        )
+        .await?;
+    slim(&mut updated);
+    Ok(updated)
+}
+
 /// The body of [`write_status`].
 fn status_patch(current: &ComputeInstance, status: &ComputeInstanceStatus) -> serde_json::Value {
     let mut fields = match serde_json::to_value(status) {
@@ -277,6 +342,17 @@ pub(crate) async fn set_finalizer(
     Ok(updated)
 }
 
+/// The JSON patch of [`remove_finalizer`]; `None` when `current` does not carry the finalizer.
+pub(crate) fn finalizer_removal(current: &ComputeInstance) -> Option<json_patch::Patch> {
+    let i = current.finalizers().iter().position(|f| f == FINALIZER)?;
+    let path = format!("/metadata/finalizers/{i}");
+    serde_json::from_value(serde_json::json!([
+        { "op": "test", "path": path, "value": FINALIZER },
+        { "op": "remove", "path": path },
+    ]))
+    .ok()
+}
+
 /// The body of [`set_finalizer`].
 fn finalizer_patch(
     current: &ComputeInstance,
@@ -305,18 +381,30 @@ fn finalizer_patch(
     body
 }
 
-/// Removes the operator's finalizer, the last write of a pass. `Ok(false)` when the API server
-/// refused it with 409 (the pass worked from a stale object); an object already gone needs
-/// no removal.
+/// Removes the operator's finalizer, the last write of a pass, with a JSON patch that tests it
+/// is still where it was read: other finalizers coming and going at later places (the
+/// automation removing its own as its deprovision ends) do not refuse it. `Ok(false)` when the
+/// API server refused it (the list changed before it; the fresh object is on its way); an
+/// object already gone, or without the finalizer, needs no removal.
 pub(crate) async fn remove_finalizer(
     api: &Api<ComputeInstance>,
     current: &ComputeInstance,
     ctx: &Context,
 ) -> Result<bool, Error> {
-    match set_finalizer(api, current, false, None).await {
+    let Some(patch) = finalizer_removal(current) else {
+        return Ok(true);
+    };
+    match api
+        .patch(
+            &current.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(true),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
-        Err(e) if is_conflict(&e) => {
+        Err(e) if is_conflict(&e) || is_failed_test(&e) => {
             ctx.metrics.write_conflict("finalizer");
             Ok(false)
         }
@@ -326,6 +414,11 @@ pub(crate) async fn remove_finalizer(
 
 fn is_conflict(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+/// A JSON patch whose `test` failed: 422 Unprocessable Entity.
+fn is_failed_test(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 422)
 }
 
 #[cfg(test)]
@@ -369,6 +462,73 @@ mod tests {
             finalizer_patch(&ci, false, None),
             json!({"metadata": {"resourceVersion": "5", "finalizers": [AAP_FINALIZER]}})
         );
+    }
+
+    #[test]
+    fn the_finalizer_removal_tests_the_place_it_read() {
+        let mut ci = at_version("5");
+        assert!(finalizer_removal(&ci).is_none(), "nothing to remove");
+        ci.metadata.finalizers = Some(vec![AAP_FINALIZER.into(), FINALIZER.into()]);
+        let patch = serde_json::to_value(finalizer_removal(&ci).unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/metadata/finalizers/1", "value": FINALIZER},
+                {"op": "remove", "path": "/metadata/finalizers/1"},
+            ])
+        );
+    }
+
+    #[test]
+    fn the_answer_patch_tests_the_intent_it_answers() {
+        let key = "uid-1/provision/abc/1";
+        let mut intent = JobStatus::new(
+            "",
+            JobType::Provision,
+            Time(Timestamp::UNIX_EPOCH),
+            JobState::Pending,
+        );
+        intent.launch_key = Some(key.into());
+        let mut answered = intent.clone();
+        answered.job_id = "42".into();
+        answered.state = JobState::Running;
+        let status = ComputeInstanceStatus {
+            jobs: vec![answered],
+            ..ComputeInstanceStatus::default()
+        };
+        let body = serde_json::to_value(&status).unwrap();
+
+        // A first intent recorded with the finalizer: the object has no status yet.
+        let patch = serde_json::to_value(answer_patch(None, key, &status).unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/status", "value": null},
+                {"op": "add", "path": "/status", "value": body},
+            ])
+        );
+
+        // An intent in the stored status: its place, its key, no job id yet.
+        let mut older = intent.clone();
+        older.launch_key = Some("uid-1/provision/old/1".into());
+        older.job_id = "7".into();
+        let stored = ComputeInstanceStatus {
+            jobs: vec![older, intent],
+            ..ComputeInstanceStatus::default()
+        };
+        let patch =
+            serde_json::to_value(answer_patch(Some(&stored), key, &status).unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/status/jobs/1/launchKey", "value": key},
+                {"op": "test", "path": "/status/jobs/1/jobID", "value": null},
+                {"op": "replace", "path": "/status", "value": body},
+            ])
+        );
+
+        // A stored status without the intent: no tested patch (the precondition write instead).
+        assert!(answer_patch(Some(&ComputeInstanceStatus::default()), key, &status).is_none());
     }
 
     #[test]

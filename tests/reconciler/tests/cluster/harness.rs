@@ -170,9 +170,12 @@ pub enum Hook {
     StallBeforeLaunch,
     /// Call the provider, then hang before the answer can be recorded.
     StallAfterLaunch,
-    /// While the launch is in flight, someone else writes to the CI: the write of the launch's
-    /// answer then meets a 409 conflict.
+    /// While the launch is in flight, someone else writes the CI's metadata, as the automation
+    /// does when it adds its finalizer.
     Interfere(Client),
+    /// While the launch is in flight, someone else writes the CI's status: the write of the
+    /// launch's answer is then refused once.
+    InterfereWithStatus(Client),
 }
 
 /// A provider that passes everything to `inner` except what its [`Hook`] changes, and tells
@@ -232,6 +235,24 @@ impl Hooked {
                 )
                 .await
                 .expect("concurrent write");
+                self.reached.notify_one();
+                call.await
+            }
+            Hook::InterfereWithStatus(client) => {
+                let api: Api<ComputeInstance> = Api::namespaced(
+                    client.clone(),
+                    ci.metadata.namespace.as_deref().unwrap_or_default(),
+                );
+                let name = ci.metadata.name.clone().unwrap_or_default();
+                api.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(
+                        serde_json::json!({"status": {"lastRestartedAt": "2026-01-01T00:00:00Z"}}),
+                    ),
+                )
+                .await
+                .expect("concurrent status write");
                 self.reached.notify_one();
                 call.await
             }
