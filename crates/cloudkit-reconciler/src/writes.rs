@@ -402,9 +402,16 @@ pub(crate) async fn remove_finalizer(
         )
         .await
     {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(true),
+        Ok(_) => {
+            tracing::debug!(ci = %current.name_any(), "removed the finalizer");
+            Ok(true)
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            tracing::debug!(ci = %current.name_any(), "the CI went before its finalizer was removed");
+            Ok(true)
+        }
         Err(e) if is_conflict(&e) || is_failed_test(&e) => {
+            tracing::debug!(ci = %current.name_any(), error = %e, "finalizer removal refused");
             ctx.metrics.write_conflict("finalizer");
             Ok(false)
         }
