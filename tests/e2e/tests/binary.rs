@@ -343,16 +343,8 @@ async fn with_leader_election_one_replica_works_and_the_other_takes_over() {
     ];
     let mut first = start_operator("lease-first", &ns, &sim.api_url(), &lease).await;
     // The first replica holds the lease before the second starts.
-    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
-        kube::Api::namespaced(env().admin_client().await, &ns);
     eventually("the lease to be held", || async {
-        leases
-            .get_opt(GO_LEASE)
-            .await
-            .ok()
-            .flatten()
-            .and_then(|l| l.spec.and_then(|s| s.holder_identity))
-            .is_some()
+        lease_holder(&ns).await.is_some()
     })
     .await;
     let second = start_operator("lease-second", &ns, &sim.api_url(), &lease).await;

@@ -222,37 +222,22 @@ impl Hooked {
                 self.reached.notify_one();
                 std::future::pending().await
             }
-            Hook::Interfere(client) => {
+            Hook::Interfere(client) | Hook::InterfereWithStatus(client) => {
                 let api: Api<ComputeInstance> = Api::namespaced(
                     client.clone(),
                     ci.metadata.namespace.as_deref().unwrap_or_default(),
                 );
                 let name = ci.metadata.name.clone().unwrap_or_default();
-                api.patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(serde_json::json!({"metadata": {"labels": {"touched-during-launch": "yes"}}})),
-                )
-                .await
-                .expect("concurrent write");
-                self.reached.notify_one();
-                call.await
-            }
-            Hook::InterfereWithStatus(client) => {
-                let api: Api<ComputeInstance> = Api::namespaced(
-                    client.clone(),
-                    ci.metadata.namespace.as_deref().unwrap_or_default(),
-                );
-                let name = ci.metadata.name.clone().unwrap_or_default();
-                api.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(
-                        serde_json::json!({"status": {"lastRestartedAt": "2026-01-01T00:00:00Z"}}),
-                    ),
-                )
-                .await
-                .expect("concurrent status write");
+                let params = PatchParams::default();
+                let written = if matches!(self.hook, Hook::InterfereWithStatus(_)) {
+                    let body =
+                        serde_json::json!({"status": {"lastRestartedAt": "2026-01-01T00:00:00Z"}});
+                    api.patch_status(&name, &params, &Patch::Merge(body)).await
+                } else {
+                    let body = serde_json::json!({"metadata": {"labels": {"touched-during-launch": "yes"}}});
+                    api.patch(&name, &params, &Patch::Merge(body)).await
+                };
+                written.expect("concurrent write");
                 self.reached.notify_one();
                 call.await
             }
