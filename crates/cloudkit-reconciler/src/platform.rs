@@ -5,7 +5,7 @@
 //! wakes the CIs it concerns. A cluster without the VirtualMachine API is looked at again
 //! every [`KUBEVIRT_DISCOVERY_INTERVAL`], and tracking starts when the API appears.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -48,6 +48,16 @@ pub struct Platform {
     vms: Arc<RwLock<VmIndex>>,
     discovery_interval: Duration,
     wake: Arc<std::sync::Mutex<Option<mpsc::UnboundedSender<ObjectRef<ComputeInstance>>>>>,
+    adoptions: Arc<std::sync::Mutex<HashMap<(String, String), Adoptions>>>,
+}
+
+/// The CIs waiting to be added to one Tenant's owners, and whether a pass is writing them.
+#[derive(Debug, Default)]
+struct Adoptions {
+    pending: Vec<OwnerReference>,
+    writing: bool,
+    /// Owners this process appended that the cache may not show yet.
+    written: HashSet<String>,
 }
 
 impl std::fmt::Debug for Platform {
@@ -70,6 +80,7 @@ impl Platform {
             vms: Arc::new(RwLock::new(None)),
             discovery_interval: KUBEVIRT_DISCOVERY_INTERVAL,
             wake: Arc::new(std::sync::Mutex::new(None)),
+            adoptions: Arc::new(std::sync::Mutex::new(HashMap::new())),
         }
     }
 
@@ -365,6 +376,13 @@ impl Platform {
                 }
             }
             TenantChange::Own { name } => {
+                let cached = self.tenants.get(&ObjectRef::new(name).within(&ns));
+                let labelled = cached
+                    .as_ref()
+                    .is_some_and(|t| shard_labels.keys().all(|k| t.labels().contains_key(k)));
+                if labelled {
+                    return self.adopt(&api, &ns, name, owner).await;
+                }
                 let Some(current) = api.get_opt(name).await? else {
                     return Ok(());
                 };
@@ -398,6 +416,107 @@ impl Platform {
         }
     }
 
+    /// Adds `owner` to the owners of Tenant `ns/name`. CIs created in a burst for one tenant
+    /// adopt it all at once: one pass at a time writes, appending every owner that arrived
+    /// meanwhile in one JSON patch, so the Tenant is written a handful of times instead of once
+    /// per CI (each write of a Tenant with N owners costs the API server O(N)), and appends do
+    /// not conflict with each other. A pass that finds a write under way leaves its owner to it;
+    /// a failed write leaves the owners to the next pass that adopts (every pass of a CI not yet
+    /// an owner plans the adoption again).
+    async fn adopt(
+        &self,
+        api: &Api<Tenant>,
+        ns: &str,
+        name: &str,
+        owner: OwnerReference,
+    ) -> Result<(), kube::Error> {
+        let key = (ns.to_string(), name.to_string());
+        {
+            let mut adoptions = self.adoptions.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = adoptions.entry(key.clone()).or_default();
+            if entry.written.contains(&owner.uid) {
+                return Ok(());
+            }
+            if !entry.pending.iter().any(|o| o.uid == owner.uid) {
+                entry.pending.push(owner);
+            }
+            if entry.writing {
+                return Ok(());
+            }
+            entry.writing = true;
+        }
+        loop {
+            let cached = self.tenants.get(&ObjectRef::new(name).within(ns));
+            let batch = {
+                let mut adoptions = self.adoptions.lock().unwrap_or_else(|e| e.into_inner());
+                let entry = adoptions.entry(key.clone()).or_default();
+                if let Some(tenant) = &cached {
+                    // What the cache shows no longer needs remembering.
+                    let shown: HashSet<&str> = tenant
+                        .owner_references()
+                        .iter()
+                        .map(|o| o.uid.as_str())
+                        .collect();
+                    entry.written.retain(|uid| !shown.contains(uid.as_str()));
+                }
+                let batch = std::mem::take(&mut entry.pending);
+                if batch.is_empty() {
+                    entry.writing = false;
+                    if entry.written.is_empty() {
+                        adoptions.remove(&key);
+                    }
+                    return Ok(());
+                }
+                batch
+            };
+            let result = self.append_owners(api, name, cached, &batch).await;
+            let mut adoptions = self.adoptions.lock().unwrap_or_else(|e| e.into_inner());
+            let entry = adoptions.entry(key.clone()).or_default();
+            match result {
+                Ok(()) => entry.written.extend(batch.into_iter().map(|o| o.uid)),
+                Err(e) => {
+                    entry.writing = false;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Appends the owners of `batch` that `tenant` (the cached copy, else read) lacks.
+    async fn append_owners(
+        &self,
+        api: &Api<Tenant>,
+        name: &str,
+        cached: Option<Arc<Tenant>>,
+        batch: &[OwnerReference],
+    ) -> Result<(), kube::Error> {
+        let mut tenant = cached;
+        for _ in 0..3 {
+            let current = match tenant.take() {
+                Some(t) => t,
+                None => match api.get_opt(name).await? {
+                    Some(t) => Arc::new(t),
+                    None => return Ok(()),
+                },
+            };
+            let Some(patch) = owner_append_patch(current.owner_references(), batch) else {
+                return Ok(());
+            };
+            let params = PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_string()),
+                ..PatchParams::default()
+            };
+            match api.patch(name, &params, &Patch::Json::<()>(patch)).await {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                // The owner list was not what the copy showed (a stale cache): read it.
+                Err(kube::Error::Api(s)) if s.code == 422 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes the VMI of a restart, only if it is still the one observed.
     pub(crate) async fn delete_vmi(&self, target: &DeleteVmi) -> Result<(), kube::Error> {
         let api: Api<DynamicObject> =
@@ -416,6 +535,41 @@ impl Platform {
             other => other.map(drop),
         }
     }
+}
+
+/// The JSON patch that appends the owners of `batch` missing from `current`: an atomic append
+/// to the list (nobody's owner is dropped, whatever others write meanwhile), or, when the list
+/// is empty, the list itself after a test that it still is. `None` when nothing is missing.
+pub(crate) fn owner_append_patch(
+    current: &[OwnerReference],
+    batch: &[OwnerReference],
+) -> Option<json_patch::Patch> {
+    let mut new: Vec<&OwnerReference> = Vec::new();
+    for owner in batch {
+        let known = current
+            .iter()
+            .chain(new.iter().copied())
+            .any(|o| o.uid == owner.uid);
+        if !known {
+            new.push(owner);
+        }
+    }
+    if new.is_empty() {
+        return None;
+    }
+    let ops = if current.is_empty() {
+        serde_json::json!([
+            { "op": "test", "path": "/metadata/ownerReferences", "value": null },
+            { "op": "add", "path": "/metadata/ownerReferences", "value": new },
+        ])
+    } else {
+        serde_json::Value::Array(
+            new.iter()
+                .map(|o| serde_json::json!({ "op": "add", "path": "/metadata/ownerReferences/-", "value": o }))
+                .collect(),
+        )
+    };
+    serde_json::from_value(ops).ok()
 }
 
 /// `ci` as an owner (not a controller: several CIs share a Tenant).
@@ -452,4 +606,48 @@ fn upsert(
         index.remove(&ci);
     }
     changed.then_some(ci)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner(uid: &str) -> OwnerReference {
+        OwnerReference {
+            api_version: "cloudkit.openshift.io/v1alpha1".into(),
+            kind: "ComputeInstance".into(),
+            name: format!("vm-{uid}"),
+            uid: uid.into(),
+            controller: None,
+            block_owner_deletion: None,
+        }
+    }
+
+    #[test]
+    fn owners_are_appended_once_each() {
+        let current = vec![owner("a")];
+        let batch = vec![owner("b"), owner("a"), owner("c"), owner("b")];
+        let patch = serde_json::to_value(owner_append_patch(&current, &batch).unwrap()).unwrap();
+        let added: Vec<&str> = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|op| {
+                assert_eq!(op["op"], "add");
+                assert_eq!(op["path"], "/metadata/ownerReferences/-");
+                op["value"]["uid"].as_str().unwrap()
+            })
+            .collect();
+        assert_eq!(added, ["b", "c"]);
+        assert!(owner_append_patch(&current, &[owner("a")]).is_none());
+        // An empty list is written whole, after a test that it still is empty.
+        let patch = serde_json::to_value(owner_append_patch(&[], &[owner("a")]).unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            serde_json::json!([
+                {"op": "test", "path": "/metadata/ownerReferences", "value": null},
+                {"op": "add", "path": "/metadata/ownerReferences", "value": [owner("a")]},
+            ])
+        );
+    }
 }

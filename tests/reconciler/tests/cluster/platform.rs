@@ -382,3 +382,61 @@ async fn a_ci_written_by_the_go_operator_loses_nothing() {
     assert!(sim_jobs(&sim).await.is_empty());
     op.stop().await;
 }
+
+/// A burst of CIs for one new tenant: every CI ends up an owner of the Tenant exactly once (the
+/// adoptions are batched into appends, which must neither drop nor repeat an owner), and every
+/// CI is provisioned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_cis_all_own_their_shared_tenant_once() {
+    let client = env().admin_client().await;
+    let ns = env().namespace("adopt").await;
+    let sim = simulator(phases(20, 0, 50), phases(20, 0, 50), Outcome::Successful).await;
+    let op =
+        Operator::start_on_platform(&ns, ProviderRegistry::new(aap_provider(&sim)), settings())
+            .await;
+    let api = api(&ns).await;
+    let names: Vec<String> = (0..24).map(|i| format!("vm-{i:02}")).collect();
+    let created = futures::future::join_all(names.iter().map(|name| {
+        CiFixture::new(name)
+            .annotated(TENANT_ANNOTATION, TENANT)
+            .create(&api)
+    }))
+    .await;
+    let mut uids: Vec<String> = created.iter().map(|ci| ci.uid().unwrap()).collect();
+    uids.sort();
+    for name in &names {
+        wait_for(
+            &api,
+            name,
+            Some(&sim),
+            "provisioned",
+            running_and_provisioned,
+        )
+        .await;
+    }
+    let tenants: Api<Tenant> = Api::namespaced(client.clone(), &ns);
+    let tenant_name = tenant_object_name(TENANT);
+    eventually("every CI an owner of the Tenant", || async {
+        tenants.get(&tenant_name).await.is_ok_and(|t| {
+            t.owner_references()
+                .iter()
+                .filter(|o| uids.binary_search(&o.uid).is_ok())
+                .count()
+                == uids.len()
+        })
+    })
+    .await;
+    let owners: Vec<String> = tenants
+        .get(&tenant_name)
+        .await
+        .unwrap()
+        .owner_references()
+        .iter()
+        .map(|o| o.uid.clone())
+        .collect();
+    let mut sorted = owners.clone();
+    sorted.sort();
+    assert_eq!(sorted, uids, "each CI exactly once: {owners:?}");
+    assert_eq!(sim.simulator().stats().launches, names.len() as u64);
+    op.stop().await;
+}
