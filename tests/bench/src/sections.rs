@@ -272,13 +272,16 @@ async fn wait_settled(api: &Api<ComputeInstance>, name: &str) -> anyhow::Result<
 /// Copies of a Running CI the operator produced, with their own names and uids: what the API
 /// server holds after the operator provisioned them. Two writes each (create with finalizers and
 /// annotation, then status).
+/// Creates Running copies of `template` (one the operator provisioned) with the names of
+/// `range`, each also an owner of the template's Tenant, as the operator leaves its CIs: a fresh
+/// operator then has nothing to do with them.
 async fn seed(
     api: &Api<ComputeInstance>,
     template: &ComputeInstance,
     range: std::ops::Range<usize>,
 ) -> anyhow::Result<()> {
     let template_uid = template.uid().unwrap_or_default();
-    futures::stream::iter(range)
+    let owners: Vec<serde_json::Value> = futures::stream::iter(range)
         .map(|i| {
             let template_uid = template_uid.clone();
             async move {
@@ -300,13 +303,45 @@ async fn seed(
                     &Patch::Merge(serde_json::json!({ "status": status })),
                 )
                 .await?;
-                Ok::<_, anyhow::Error>(())
+                Ok::<_, anyhow::Error>(serde_json::json!({
+                    "apiVersion": "cloudkit.openshift.io/v1alpha1",
+                    "kind": "ComputeInstance",
+                    "name": ci_name(i),
+                    "uid": uid,
+                }))
             }
         })
         .buffer_unordered(CLIENT_CONCURRENCY)
-        .try_collect::<Vec<()>>()
+        .try_collect()
+        .await?;
+    let Some(reference) = template
+        .status
+        .as_ref()
+        .and_then(|s| s.tenant_reference.clone())
+    else {
+        return Ok(());
+    };
+    let tenants: Api<cloudkit_api::Tenant> =
+        Api::namespaced(api.clone().into_client(), &reference.namespace);
+    let tenant = tenants.get(&reference.name).await?;
+    let mut all: Vec<serde_json::Value> = tenant
+        .owner_references()
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<_, _>>()?;
+    all.extend(owners);
+    tenants
+        .patch(
+            &reference.name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {
+                "resourceVersion": tenant.resource_version(),
+                "ownerReferences": all,
+            }})),
+        )
         .await
-        .map(drop)
+        .context("making the copies owners of the Tenant")?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
