@@ -32,6 +32,7 @@ pub mod names;
 pub mod platform;
 pub mod shard;
 mod tenant;
+pub mod text;
 
 pub use compute_instance::{
     ComputeInstance, ComputeInstanceSpec, ComputeInstanceStatus, DiskSpec, ImageSourceType,

@@ -342,14 +342,7 @@ fn is_gone(e: &kube::Error) -> bool {
 }
 
 fn truncate(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_string();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_string()
+    cloudkit_api::text::prefix_at_char_boundary(s, max).to_string()
 }
 
 #[cfg(test)]

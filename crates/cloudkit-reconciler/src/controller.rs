@@ -589,11 +589,7 @@ fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_string();
     }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", &s[..end])
+    format!("{}...", cloudkit_api::text::prefix_at_char_boundary(s, max))
 }
 
 /// The automation has just reported the desired configuration (the reconciled-version
