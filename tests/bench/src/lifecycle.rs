@@ -62,22 +62,25 @@ pub struct Cpu {
     pub bench: f64,
 }
 
-struct CpuMark {
-    operator: Option<u32>,
+/// CPU times at one moment, to tell what each process used since.
+pub struct CpuMark {
+    operators: Vec<u32>,
     apiserver: u32,
     etcd: u32,
     values: Cpu,
 }
 
 impl CpuMark {
-    fn now(cluster: &Cluster, operator: Option<u32>) -> CpuMark {
+    /// Marks the API server, etcd, this process and the operator processes `operators` (their
+    /// CPU is summed).
+    pub fn now(cluster: &Cluster, operators: &[u32]) -> CpuMark {
         let (etcd, apiserver) = cluster.server_pids();
         CpuMark {
-            operator,
+            operators: operators.to_vec(),
             apiserver,
             etcd,
             values: Cpu {
-                operator: operator.map(probe::cpu_seconds).unwrap_or(0.0),
+                operator: operators.iter().copied().map(probe::cpu_seconds).sum(),
                 apiserver: probe::cpu_seconds(apiserver),
                 etcd: probe::cpu_seconds(etcd),
                 bench: probe::own_cpu_seconds(),
@@ -85,12 +88,15 @@ impl CpuMark {
         }
     }
 
-    fn since(&self) -> Cpu {
+    pub fn since(&self) -> Cpu {
         Cpu {
             operator: self
-                .operator
-                .map(|p| probe::cpu_seconds(p) - self.values.operator)
-                .unwrap_or(0.0),
+                .operators
+                .iter()
+                .copied()
+                .map(probe::cpu_seconds)
+                .sum::<f64>()
+                - self.values.operator,
             apiserver: probe::cpu_seconds(self.apiserver) - self.values.apiserver,
             etcd: probe::cpu_seconds(self.etcd) - self.values.etcd,
             bench: probe::own_cpu_seconds() - self.values.bench,
@@ -173,9 +179,20 @@ pub async fn create_all(
     range: std::ops::Range<usize>,
     concurrency: usize,
 ) -> anyhow::Result<Vec<Created>> {
+    create_each(api, range, concurrency, new_ci).await
+}
+
+/// Creates `make(i)` for each `i` of `range` with `concurrency` requests at once.
+pub async fn create_each(
+    api: &Api<ComputeInstance>,
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    make: impl Fn(usize) -> ComputeInstance,
+) -> anyhow::Result<Vec<Created>> {
+    let make = &make;
     futures::stream::iter(range)
         .map(|i| async move {
-            let ci = new_ci(i);
+            let ci = make(i);
             let start = Instant::now();
             api.create(&PostParams::default(), &ci)
                 .await
@@ -264,7 +281,7 @@ pub async fn run_operator(
     let m0 = automation.writes();
     let conflicts0 = cluster.apiserver_conflicts().await?;
     let r0 = cluster.apiserver_reads().await?;
-    let cpu = CpuMark::now(&cluster, Some(operator.pid));
+    let cpu = CpuMark::now(&cluster, &[operator.pid]);
     let t0 = Instant::now();
     create_all(&api, 0..n, CLIENT_CONCURRENCY).await?;
     let done = tracker
@@ -282,7 +299,7 @@ pub async fn run_operator(
     let provision = Breakdown::new(a1.since(&a0), u1.since(&u0), m1.since(&m0));
     let r1 = cluster.apiserver_reads().await?;
 
-    let cpu = CpuMark::now(&cluster, Some(operator.pid));
+    let cpu = CpuMark::now(&cluster, &[operator.pid]);
     let t1 = Instant::now();
     delete_all(&api, 0..n).await?;
     let gone = tracker
@@ -347,7 +364,7 @@ pub async fn run_operator(
 }
 
 /// Waits until the API server's write counters stop moving (at most 3 s).
-async fn settle(cluster: &Cluster) -> anyhow::Result<()> {
+pub async fn settle(cluster: &Cluster) -> anyhow::Result<()> {
     let mut last = cluster.apiserver_writes().await?;
     for _ in 0..15 {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -375,8 +392,11 @@ pub struct FloorPlan {
 
 impl FloorPlan {
     pub fn from_run(run: &Lifecycle) -> FloorPlan {
-        let p = &run.provision.apiserver;
-        let d = &run.delete.apiserver;
+        FloorPlan::from_writes(&run.provision.apiserver, &run.delete.apiserver)
+    }
+
+    /// From every write the API server counted in each half of a run.
+    pub fn from_writes(p: &Writes, d: &Writes) -> FloorPlan {
         let count = |v: f64| v.round().max(0.0) as usize;
         FloorPlan {
             // The creates are the floor's own, one per CI.
@@ -408,7 +428,7 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
     let _tracker = Tracker::start(api.clone()).await?;
 
     let a0 = cluster.apiserver_writes().await?;
-    let cpu = CpuMark::now(&cluster, None);
+    let cpu = CpuMark::now(&cluster, &[]);
     let t0 = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {
@@ -447,7 +467,7 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
     let provision_cpu = cpu.since();
     let a1 = cluster.apiserver_writes().await?;
 
-    let cpu = CpuMark::now(&cluster, None);
+    let cpu = CpuMark::now(&cluster, &[]);
     let t1 = Instant::now();
     futures::stream::iter(0..n)
         .map(|i| {

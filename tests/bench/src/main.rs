@@ -16,6 +16,7 @@ mod operator;
 mod probe;
 mod report;
 mod sections;
+mod shards;
 mod sim;
 mod svg;
 mod tracker;
@@ -33,7 +34,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Sections to run (1 throughput, 2 writes per lifecycle, 3 memory, 4 restart, 5 provider
-    /// load, 6 create-to-launch latency); all when absent.
+    /// load, 6 create-to-launch latency, 7 shards); all when absent.
     #[arg(long, value_delimiter = ',')]
     sections: Vec<u8>,
     /// Lifecycle sizes for section 1 (default 100,500,1000; --quick: 100).
@@ -42,6 +43,9 @@ struct Args {
     /// The operator binary.
     #[arg(long)]
     operator: Option<PathBuf>,
+    /// CIs per lifecycle of section 7 (default 3000; --quick: 300).
+    #[arg(long)]
+    shard_cis: Option<usize>,
     /// Operator poll interval for sections 1, 2, 4 and 6.
     #[arg(long, default_value = "500ms")]
     poll_interval: String,
@@ -113,6 +117,9 @@ async fn main() -> anyhow::Result<()> {
         floor_concurrency: args.floor_concurrency,
         alt_operator: args.alt_operator.clone(),
         alt_label: args.alt_label.clone(),
+        shard_cis: args
+            .shard_cis
+            .unwrap_or(if args.quick { 300 } else { 3000 }),
     };
     let results = sections::run(&config, want).await?;
     publish(&args, &results)

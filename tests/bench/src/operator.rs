@@ -110,6 +110,19 @@ impl Operator {
         probe::cpu_seconds(self.pid)
     }
 
+    /// Waits until it holds its Lease (with leader election).
+    pub async fn wait_leading(&mut self) -> anyhow::Result<()> {
+        self.process
+            .wait_logged(&["acquired leadership"], Duration::from_secs(60))
+            .await?;
+        Ok(())
+    }
+
+    /// SIGKILL: no graceful shutdown, its Lease is not released.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
     /// SIGTERM, then waits for the exit (SIGKILL after 15 s).
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.process.stop(Duration::from_secs(15)).await;

@@ -1,4 +1,4 @@
-//! The six sections of the benchmark. Each starts a fresh API server so one cannot disturb
+//! The sections of the benchmark (section 7 is in `shards.rs`). Each starts a fresh API server so one cannot disturb
 //! another.
 
 use std::path::PathBuf;
@@ -28,6 +28,8 @@ pub struct Config {
     /// Another build of the operator to compare in the memory section.
     pub alt_operator: Option<PathBuf>,
     pub alt_label: String,
+    /// CIs per lifecycle of section 7.
+    pub shard_cis: usize,
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
@@ -53,6 +55,8 @@ pub struct Results {
     pub restart: Option<Restart>,
     pub load: Option<Load>,
     pub latency: Option<Latency>,
+    #[serde(default)]
+    pub shards: Option<crate::shards::Shards>,
 }
 
 /// The best rates of each side at one N.
@@ -190,6 +194,10 @@ pub async fn run(config: &Config, want: impl Fn(u8) -> bool) -> anyhow::Result<R
     if want(6) {
         eprintln!("[6] create-to-launch latency");
         results.latency = Some(latency(config).await?);
+    }
+    if want(7) {
+        eprintln!("[7] shards");
+        results.shards = Some(crate::shards::run(config, config.shard_cis).await?);
     }
     results.machine.load_end = probe::loadavg();
     results.machine.duration_secs = started.elapsed().as_secs_f64();

@@ -156,9 +156,25 @@ impl Tracker {
         Self::start_traced(api, None).await
     }
 
+    /// Follows only the CIs `label_selector` matches (one shard's).
+    pub async fn start_selected(
+        api: Api<ComputeInstance>,
+        label_selector: &str,
+    ) -> anyhow::Result<Tracker> {
+        Self::start_with(api, watcher::Config::default().labels(label_selector), None).await
+    }
+
     /// With `trace`, every watch event of the CI of that name is kept (see [`Tracker::trace`]).
     pub async fn start_traced(
         api: Api<ComputeInstance>,
+        trace: Option<String>,
+    ) -> anyhow::Result<Tracker> {
+        Self::start_with(api, watcher::Config::default(), trace).await
+    }
+
+    async fn start_with(
+        api: Api<ComputeInstance>,
+        config: watcher::Config,
         trace: Option<String>,
     ) -> anyhow::Result<Tracker> {
         let log = trace
@@ -178,7 +194,7 @@ impl Tracker {
             let mut objects: HashMap<String, State> = HashMap::new();
             let mut init: HashMap<String, State> = HashMap::new();
             let mut synced = false;
-            let mut stream = watcher(api, watcher::Config::default()).boxed();
+            let mut stream = watcher(api, config).boxed();
             while let Some(event) = stream.next().await {
                 let Ok(event) = event else {
                     continue;
