@@ -137,10 +137,78 @@ fn classify(path: &str) -> Option<Target> {
     }
 }
 
+/// Requests the API server answered, by `VERB resource[/subresource]`: how many, and the
+/// seconds they spent in it (`apiserver_request_duration_seconds`, wall time, so on a saturated
+/// machine it includes waiting for a core). Watches and non-resource URLs are left out.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Requests(pub BTreeMap<String, (f64, f64)>);
+
+impl Requests {
+    fn from_samples(samples: &[Sample]) -> Requests {
+        let mut out = Requests::default();
+        for s in samples {
+            let count = match s.name.as_str() {
+                "apiserver_request_total" => true,
+                "apiserver_request_duration_seconds_sum" => false,
+                _ => continue,
+            };
+            let (Some(verb), Some(resource)) = (s.labels.get("verb"), s.labels.get("resource"))
+            else {
+                continue;
+            };
+            if matches!(verb.as_str(), "WATCH" | "CONNECT") || resource.is_empty() {
+                continue;
+            }
+            let key = match s.labels.get("subresource").filter(|r| !r.is_empty()) {
+                Some(sub) => format!("{verb} {resource}/{sub}"),
+                None => format!("{verb} {resource}"),
+            };
+            let entry = out.0.entry(key).or_default();
+            if count {
+                entry.0 += s.value;
+            } else {
+                entry.1 += s.value;
+            }
+        }
+        out
+    }
+
+    /// What was answered after `before`.
+    pub fn since(&self, before: &Requests) -> Requests {
+        let mut out = self.clone();
+        for (key, (count, secs)) in &before.0 {
+            let entry = out.0.entry(key.clone()).or_default();
+            entry.0 -= count;
+            entry.1 -= secs;
+        }
+        out.0.retain(|_, (count, _)| *count > 0.0);
+        out
+    }
+
+    /// Both halves together.
+    pub fn plus(&self, other: &Requests) -> Requests {
+        let mut out = self.clone();
+        for (key, (count, secs)) in &other.0 {
+            let entry = out.0.entry(key.clone()).or_default();
+            entry.0 += count;
+            entry.1 += secs;
+        }
+        out
+    }
+
+    pub fn total(&self) -> (f64, f64) {
+        self.0
+            .values()
+            .fold((0.0, 0.0), |(c, s), (count, secs)| (c + count, s + secs))
+    }
+}
+
 /// Counts the writes a client sends, by verb and target, as the client sees them.
 #[derive(Debug, Default)]
 pub struct WriteCounter {
     counts: Mutex<BTreeMap<(String, Target), f64>>,
+    /// GETs and LISTs of ComputeInstances.
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl WriteCounter {
@@ -150,6 +218,13 @@ impl WriteCounter {
 
     fn record(&self, method: &http::Method, path: &str) {
         let verb = method.as_str();
+        if verb == "GET" {
+            if classify(path) == Some(Target::Object) {
+                self.reads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            return;
+        }
         if !WRITE_VERBS.contains(&verb) {
             return;
         }
@@ -157,6 +232,12 @@ impl WriteCounter {
             let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
             *counts.entry((verb.to_string(), target)).or_default() += 1.0;
         }
+    }
+
+    /// The GETs and LISTs of ComputeInstances it sent (watches are GETs too: count only clients
+    /// that do not watch).
+    pub fn reads(&self) -> f64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed) as f64
     }
 
     pub fn snapshot(&self) -> Writes {
@@ -218,6 +299,11 @@ impl Cluster {
         Ok(writes_from_samples(&self.apiserver_metrics().await?))
     }
 
+    /// Every request the API server answered so far, by verb and resource.
+    pub async fn apiserver_requests(&self) -> anyhow::Result<Requests> {
+        Ok(Requests::from_samples(&self.apiserver_metrics().await?))
+    }
+
     /// Reads of ComputeInstances (GET and LIST; watches excluded) the API server answered.
     pub async fn apiserver_reads(&self) -> anyhow::Result<f64> {
         Ok(self
@@ -268,10 +354,10 @@ impl Cluster {
         Ok(probe::parse_prometheus(&text))
     }
 
-    /// PIDs of etcd and kube-apiserver.
-    pub fn server_pids(&self) -> (u32, u32) {
-        let [etcd, apiserver, _] = self.env.pids();
-        (etcd, apiserver)
+    /// PIDs of etcd, kube-apiserver and kube-controller-manager.
+    pub fn server_pids(&self) -> (u32, u32, u32) {
+        let [etcd, apiserver, controller_manager] = self.env.pids();
+        (etcd, apiserver, controller_manager)
     }
 }
 
@@ -366,6 +452,36 @@ mod tests {
             cloudkit_api::config_version(&bench_spec()),
             "1c15a84e66d482fb"
         );
+    }
+
+    #[test]
+    fn apiserver_samples_to_requests_by_verb_and_resource() {
+        let text = "\
+apiserver_request_total{code=\"200\",resource=\"tenants\",subresource=\"\",verb=\"PATCH\"} 4
+apiserver_request_total{code=\"409\",resource=\"tenants\",subresource=\"\",verb=\"PATCH\"} 1
+apiserver_request_duration_seconds_sum{resource=\"tenants\",subresource=\"\",verb=\"PATCH\"} 0.5
+apiserver_request_total{code=\"200\",resource=\"computeinstances\",subresource=\"status\",verb=\"PATCH\"} 2
+apiserver_request_duration_seconds_sum{resource=\"computeinstances\",subresource=\"status\",verb=\"PATCH\"} 0.25
+apiserver_request_total{code=\"200\",resource=\"computeinstances\",subresource=\"\",verb=\"WATCH\"} 9
+apiserver_request_duration_seconds_sum{resource=\"computeinstances\",subresource=\"\",verb=\"WATCH\"} 900
+apiserver_request_total{code=\"200\",path=\"/metrics\",verb=\"GET\"} 3
+apiserver_request_duration_seconds_count{resource=\"tenants\",subresource=\"\",verb=\"PATCH\"} 5
+";
+        let before = Requests::from_samples(&probe::parse_prometheus(text));
+        assert_eq!(
+            before.0.into_iter().collect::<Vec<_>>(),
+            vec![
+                ("PATCH computeinstances/status".to_string(), (2.0, 0.25)),
+                ("PATCH tenants".to_string(), (5.0, 0.5)),
+            ]
+        );
+        let before = Requests::from_samples(&probe::parse_prometheus(text));
+        let later = before.plus(&Requests(
+            [("GET computeinstances".to_string(), (3.0, 0.125))].into(),
+        ));
+        let diff = later.since(&before);
+        assert_eq!(diff.total(), (3.0, 0.125));
+        assert_eq!(diff.0.len(), 1, "unchanged kinds drop out: {diff:?}");
     }
 
     #[test]

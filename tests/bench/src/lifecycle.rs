@@ -18,7 +18,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource};
 use serde_json::json;
 
-use crate::cluster::{Cluster, Target, WriteCounter, Writes, bench_spec, ci_name};
+use crate::cluster::{Cluster, Requests, Target, WriteCounter, Writes, bench_spec, ci_name};
 use crate::operator::{Operator, Options, Provider};
 use crate::probe::{self, Memory};
 use crate::sim::{Sim, Speed};
@@ -60,6 +60,25 @@ pub struct Cpu {
     pub apiserver: f64,
     pub etcd: f64,
     pub bench: f64,
+    /// kube-controller-manager (its garbage collector removes the owner references of deleted
+    /// CIs from their Tenant). Absent in results of older runs.
+    #[serde(default)]
+    pub controller_manager: f64,
+}
+
+impl Cpu {
+    /// "operator / kube-apiserver / etcd / benchmark / kube-controller-manager" seconds.
+    pub fn describe(&self) -> String {
+        format!(
+            "{:.1} / {:.1} / {:.1} / {:.1} / {:.1}",
+            self.operator, self.apiserver, self.etcd, self.bench, self.controller_manager
+        )
+    }
+
+    /// All processes together.
+    pub fn total(&self) -> f64 {
+        self.operator + self.apiserver + self.etcd + self.bench + self.controller_manager
+    }
 }
 
 /// CPU times at one moment, to tell what each process used since.
@@ -67,6 +86,7 @@ pub struct CpuMark {
     operators: Vec<u32>,
     apiserver: u32,
     etcd: u32,
+    controller_manager: u32,
     values: Cpu,
 }
 
@@ -74,16 +94,18 @@ impl CpuMark {
     /// Marks the API server, etcd, this process and the operator processes `operators` (their
     /// CPU is summed).
     pub fn now(cluster: &Cluster, operators: &[u32]) -> CpuMark {
-        let (etcd, apiserver) = cluster.server_pids();
+        let (etcd, apiserver, controller_manager) = cluster.server_pids();
         CpuMark {
             operators: operators.to_vec(),
             apiserver,
             etcd,
+            controller_manager,
             values: Cpu {
                 operator: operators.iter().copied().map(probe::cpu_seconds).sum(),
                 apiserver: probe::cpu_seconds(apiserver),
                 etcd: probe::cpu_seconds(etcd),
                 bench: probe::own_cpu_seconds(),
+                controller_manager: probe::cpu_seconds(controller_manager),
             },
         }
     }
@@ -100,6 +122,8 @@ impl CpuMark {
             apiserver: probe::cpu_seconds(self.apiserver) - self.values.apiserver,
             etcd: probe::cpu_seconds(self.etcd) - self.values.etcd,
             bench: probe::own_cpu_seconds() - self.values.bench,
+            controller_manager: probe::cpu_seconds(self.controller_manager)
+                - self.values.controller_manager,
         }
     }
 }
@@ -120,6 +144,14 @@ pub struct Lifecycle {
     /// GETs and LISTs of ComputeInstances (all clients) per half.
     pub provision_reads: f64,
     pub delete_reads: f64,
+    /// Of those, the automation's (both halves). Absent in results of older runs.
+    #[serde(default)]
+    pub automation_reads: f64,
+    /// Every request the API server answered in each half. Absent in results of older runs.
+    #[serde(default)]
+    pub provision_requests: Requests,
+    #[serde(default)]
+    pub delete_requests: Requests,
     /// Launches at the AAP simulator (0 with EDA).
     pub launches: u64,
     pub max_launches_per_key: u64,
@@ -155,6 +187,11 @@ pub struct Floor {
     pub delete_writes: Writes,
     pub provision_cpu: Cpu,
     pub delete_cpu: Cpu,
+    /// Every request the API server answered in each half. Absent in results of older runs.
+    #[serde(default)]
+    pub provision_requests: Requests,
+    #[serde(default)]
+    pub delete_requests: Requests,
 }
 
 impl Floor {
@@ -238,6 +275,13 @@ impl Automation {
             Automation::Eda(r) => r.writes.snapshot(),
         }
     }
+
+    fn reads(&self) -> f64 {
+        match self {
+            Automation::Aap(sim) => sim.writes.reads(),
+            Automation::Eda(r) => r.writes.reads(),
+        }
+    }
 }
 
 /// Runs the operator through one lifecycle of `n` CIs in a fresh API server.
@@ -281,6 +325,8 @@ pub async fn run_operator(
     let m0 = automation.writes();
     let conflicts0 = cluster.apiserver_conflicts().await?;
     let r0 = cluster.apiserver_reads().await?;
+    let automation_reads0 = automation.reads();
+    let q0 = cluster.apiserver_requests().await?;
     let cpu = CpuMark::now(&cluster, &[operator.pid]);
     let t0 = Instant::now();
     create_all(&api, 0..n, CLIENT_CONCURRENCY).await?;
@@ -298,6 +344,7 @@ pub async fn run_operator(
     let m1 = automation.writes();
     let provision = Breakdown::new(a1.since(&a0), u1.since(&u0), m1.since(&m0));
     let r1 = cluster.apiserver_reads().await?;
+    let q1 = cluster.apiserver_requests().await?;
 
     let cpu = CpuMark::now(&cluster, &[operator.pid]);
     let t1 = Instant::now();
@@ -315,6 +362,8 @@ pub async fn run_operator(
     let delete = Breakdown::new(a2.since(&a1), u2.since(&u1), m2.since(&m1));
     let conflicts = cluster.apiserver_conflicts().await? - conflicts0;
     let r2 = cluster.apiserver_reads().await?;
+    let automation_reads = automation.reads() - automation_reads0;
+    let q2 = cluster.apiserver_requests().await?;
 
     if traced.is_some() {
         eprintln!("watch events of {}:", traced.as_deref().unwrap_or_default());
@@ -352,6 +401,9 @@ pub async fn run_operator(
         // Each scrape of /metrics is no CI read; the counters only count the clients.
         provision_reads: r1 - r0,
         delete_reads: r2 - r1,
+        automation_reads,
+        provision_requests: q1.since(&q0),
+        delete_requests: q2.since(&q1),
         launches,
         max_launches_per_key,
         operator_status_writes,
@@ -428,6 +480,7 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
     let _tracker = Tracker::start(api.clone()).await?;
 
     let a0 = cluster.apiserver_writes().await?;
+    let q0 = cluster.apiserver_requests().await?;
     let cpu = CpuMark::now(&cluster, &[]);
     let t0 = Instant::now();
     futures::stream::iter(0..n)
@@ -466,6 +519,7 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
     let provision_secs = t0.elapsed().as_secs_f64();
     let provision_cpu = cpu.since();
     let a1 = cluster.apiserver_writes().await?;
+    let q1 = cluster.apiserver_requests().await?;
 
     let cpu = CpuMark::now(&cluster, &[]);
     let t1 = Instant::now();
@@ -499,6 +553,7 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
     let delete_secs = t1.elapsed().as_secs_f64();
     let delete_cpu = cpu.since();
     let a2 = cluster.apiserver_writes().await?;
+    let q2 = cluster.apiserver_requests().await?;
     if !api.list(&Default::default()).await?.items.is_empty() {
         bail!("the floor left CIs behind");
     }
@@ -511,6 +566,8 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
         delete_writes: a2.since(&a1),
         provision_cpu,
         delete_cpu,
+        provision_requests: q1.since(&q0),
+        delete_requests: q2.since(&q1),
     })
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::cluster::{Target, Writes};
+use crate::cluster::{Requests, Target, Writes};
 use crate::lifecycle::{Breakdown, Lifecycle};
 use crate::probe;
 use crate::sections::Results;
@@ -159,15 +159,10 @@ pub fn markdown(r: &Results) -> String {
         let _ = writeln!(
             out,
             "\n\nCPU seconds used per half (operator / kube-apiserver / etcd / benchmark process \
-             incl. simulator):\n\n| N | operator run: provision | delete | floor: provision | delete |\n|---:|---|---|---|---|"
+             incl. simulator / kube-controller-manager):\n\n| N | operator run: provision | delete | floor: provision | delete |\n|---:|---|---|---|---|"
         );
         for (l, (_, f)) in r.lifecycles.iter().zip(&r.floors) {
-            let c = |c: &crate::lifecycle::Cpu| {
-                format!(
-                    "{:.1} / {:.1} / {:.1} / {:.1}",
-                    c.operator, c.apiserver, c.etcd, c.bench
-                )
-            };
+            let c = crate::lifecycle::Cpu::describe;
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {} |",
@@ -180,13 +175,13 @@ pub fn markdown(r: &Results) -> String {
         }
         // CPU is less sensitive to other load on the machine than wall-clock time: the same
         // work costs about the same CPU however long it waits for a core.
-        let total = |c: &crate::lifecycle::Cpu| c.operator + c.apiserver + c.etcd + c.bench;
+        let total = crate::lifecycle::Cpu::total;
         let _ = writeln!(
             out,
             "\nCPU seconds per CI of all processes together (summed over the runs of each N), \
              the load-independent view of the same comparison; the machine is saturated during \
              these runs, so throughput follows this cost:\n\n\
-             | N | operator run: provision | API floor | floor / operator | operator run: delete | API floor | floor / operator | CI reads per CI (GET/LIST), operator run |\n\
+             | N | operator run: provision | API floor | floor / operator | operator run: delete | API floor | floor / operator | CI reads per CI (GET/LIST), operator run: all (the automation's) |\n\
              |---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for b in r.best() {
@@ -208,9 +203,10 @@ pub fn markdown(r: &Results) -> String {
                 .map(|l| l.provision_reads + l.delete_reads)
                 .sum::<f64>()
                 / cis;
+            let automation_reads: f64 = ops.iter().map(|l| l.automation_reads).sum::<f64>() / cis;
             let _ = writeln!(
                 out,
-                "| {} | {:.1} ms | {:.1} ms | **{:.0}%** | {:.1} ms | {:.1} ms | **{:.0}%** | {:.2} |",
+                "| {} | {:.1} ms | {:.1} ms | **{:.0}%** | {:.1} ms | {:.1} ms | **{:.0}%** | {:.2} ({:.2}) |",
                 b.n,
                 op_p * 1000.0,
                 fl_p * 1000.0,
@@ -218,9 +214,11 @@ pub fn markdown(r: &Results) -> String {
                 op_d * 1000.0,
                 fl_d * 1000.0,
                 100.0 * fl_d / op_d,
-                reads
+                reads,
+                automation_reads
             );
         }
+        requests_table(&mut out, r);
         let dupes = r.lifecycles.iter().map(|l| l.max_launches_per_key).max();
         let _ = writeln!(
             out,
@@ -445,6 +443,108 @@ pub fn markdown(r: &Results) -> String {
     out
 }
 
+/// Where the API server's time goes at the largest N: requests per CI and their time in the
+/// API server, by verb and resource, in the operator's runs and the floor's.
+fn requests_table(out: &mut String, r: &Results) {
+    let Some(n) = r.lifecycles.iter().map(|l| l.n).max() else {
+        return;
+    };
+    let ops: Vec<&Lifecycle> = r.lifecycles.iter().filter(|l| l.n == n).collect();
+    let fls: Vec<&crate::lifecycle::Floor> = r
+        .floors
+        .iter()
+        .map(|(_, f)| f)
+        .filter(|f| f.n == n)
+        .collect();
+    let sum = |all: Vec<(&Requests, &Requests)>| {
+        all.into_iter()
+            .fold(Requests::default(), |acc, (p, d)| acc.plus(p).plus(d))
+    };
+    let op = sum(ops
+        .iter()
+        .map(|l| (&l.provision_requests, &l.delete_requests))
+        .collect());
+    let fl = sum(fls
+        .iter()
+        .map(|f| (&f.provision_requests, &f.delete_requests))
+        .collect());
+    if op.0.is_empty() || fl.0.is_empty() {
+        return;
+    }
+    let op_cis = (n * ops.len()) as f64;
+    let fl_cis = (n * fls.len()) as f64;
+    let mut keys: Vec<&String> = op.0.keys().chain(fl.0.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    let get = |r: &Requests, k: &str| r.0.get(k).copied().unwrap_or((0.0, 0.0));
+    keys.sort_by(|a, b| {
+        let extra = |k: &str| get(&op, k).1 / op_cis - get(&fl, k).1 / fl_cis;
+        extra(b).total_cmp(&extra(a))
+    });
+    let _ = writeln!(
+        out,
+        "\nWhere the API server's time goes at N = {n} (whole lifecycle, all clients, summed over \
+         the runs; from its `apiserver_request_total` and `apiserver_request_duration_seconds`, \
+         watches left out). Request time is wall time in the API server, so on the saturated \
+         machine it includes waiting for a core; rows by the operator run's extra time over the \
+         floor's:\n\n\
+         | requests | operator run: per CI | ms per CI | API floor: per CI | ms per CI | extra ms per CI |\n\
+         |---|---:|---:|---:|---:|---:|"
+    );
+    let mut rest = (0.0, 0.0, 0.0, 0.0);
+    for (i, key) in keys.iter().enumerate() {
+        let (oc, os) = get(&op, key);
+        let (fc, fs) = get(&fl, key);
+        let row = (
+            oc / op_cis,
+            os * 1000.0 / op_cis,
+            fc / fl_cis,
+            fs * 1000.0 / fl_cis,
+        );
+        if i < 10 {
+            let _ = writeln!(
+                out,
+                "| {key} | {:.2} | {:.1} | {:.2} | {:.1} | {:+.1} |",
+                row.0,
+                row.1,
+                row.2,
+                row.3,
+                row.1 - row.3
+            );
+        } else {
+            rest = (
+                rest.0 + row.0,
+                rest.1 + row.1,
+                rest.2 + row.2,
+                rest.3 + row.3,
+            );
+        }
+    }
+    if keys.len() > 10 {
+        let _ = writeln!(
+            out,
+            "| the other {} kinds | {:.2} | {:.1} | {:.2} | {:.1} | {:+.1} |",
+            keys.len() - 10,
+            rest.0,
+            rest.1,
+            rest.2,
+            rest.3,
+            rest.1 - rest.3
+        );
+    }
+    let (oc, os) = op.total();
+    let (fc, fs) = fl.total();
+    let _ = writeln!(
+        out,
+        "| **all** | **{:.2}** | **{:.1}** | **{:.2}** | **{:.1}** | **{:+.1}** |",
+        oc / op_cis,
+        os * 1000.0 / op_cis,
+        fc / fl_cis,
+        fs * 1000.0 / fl_cis,
+        (os / op_cis - fs / fl_cis) * 1000.0
+    );
+}
+
 fn shards_section(out: &mut String, s: &Shards, cpus: usize) {
     let n = s.single.n;
     let names: Vec<&str> = s
@@ -501,16 +601,11 @@ fn shards_section(out: &mut String, s: &Shards, cpus: usize) {
         100.0 * utilisation(&f.provision_cpu, f.provision_secs, cpus),
         100.0 * utilisation(&f.delete_cpu, f.delete_secs, cpus),
     );
-    let cpu = |c: &crate::lifecycle::Cpu| {
-        format!(
-            "{:.1} / {:.1} / {:.1} / {:.1}",
-            c.operator, c.apiserver, c.etcd, c.bench
-        )
-    };
+    let cpu = crate::lifecycle::Cpu::describe;
     let _ = writeln!(
         out,
         "CPU seconds per half (operators / kube-apiserver / etcd / benchmark process incl. \
-         simulator): one process {} and {}; shards {} and {}; floor {} and {}. Largest peak RSS \
+         simulator / kube-controller-manager): one process {} and {}; shards {} and {}; floor {} and {}. Largest peak RSS \
          of a shard over the one process's: **{:.2}**.\n",
         cpu(&s.single.provision_cpu),
         cpu(&s.single.delete_cpu),
