@@ -76,6 +76,29 @@ impl ShardSelector {
             .collect()
     }
 
+    /// A selector of the objects that none of `shards` selects, when the API server can
+    /// evaluate it: every shard selects by values of one and the same key (`key=value` or
+    /// `key in (...)`, as the sharding recipe has it), so the objects of no shard are
+    /// `key notin (every value)`, which also takes the objects without the key. `None` for any
+    /// other set of selectors: then only matching each object's labels tells.
+    pub fn none_of(shards: &[ShardSelector]) -> Option<Selector> {
+        let mut key: Option<&str> = None;
+        let mut values = BTreeSet::new();
+        for shard in shards {
+            let (k, vs): (&str, Vec<&String>) = match shard.expressions.as_slice() {
+                [Expression::Equal(k, v)] => (k, vec![v]),
+                [Expression::In(k, vs)] => (k, vs.iter().collect()),
+                _ => return None,
+            };
+            if key.is_some_and(|key| key != k) || vs.iter().any(|v| v.is_empty()) {
+                return None;
+            }
+            key = Some(k);
+            values.extend(vs.into_iter().cloned());
+        }
+        Some(Selector::from(Expression::NotIn(key?.to_string(), values)))
+    }
+
     /// The shard's name when the selector is one `key=value` equality: the value.
     pub fn default_name(&self) -> Option<String> {
         match self.expressions.as_slice() {
@@ -258,6 +281,43 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn the_cis_of_no_shard_are_one_notin_selector_when_the_shards_share_a_key() {
+        let parse = |texts: &[&str]| -> Vec<ShardSelector> {
+            texts
+                .iter()
+                .map(|t| ShardSelector::parse(t).unwrap())
+                .collect()
+        };
+        let shards = parse(&["shard=a", "shard in (b,c)", "shard==a"]);
+        let none = ShardSelector::none_of(&shards).expect("one key");
+        assert_eq!(none.to_string(), "shard notin (a,b,c)");
+        // It takes exactly the objects no shard matches, those without the key included.
+        for l in [
+            labels(&[("shard", "a")]),
+            labels(&[("shard", "c")]),
+            labels(&[("shard", "d")]),
+            labels(&[("shard", "")]),
+            labels(&[("other", "a")]),
+            labels(&[]),
+        ] {
+            let owned = shards.iter().any(|s| s.matches(&l));
+            assert_eq!(none.matches(&l), !owned, "{l:?}");
+        }
+        // Anything else is left to matching in memory.
+        for texts in [
+            &["shard=a", "zone=b"][..],
+            &["shard=a,zone=b"],
+            &["shard!=a"],
+            &["shard notin (a)"],
+            &["shard"],
+            &["shard=a", "shard="],
+            &[],
+        ] {
+            assert_eq!(ShardSelector::none_of(&parse(texts)), None, "{texts:?}");
+        }
     }
 
     #[test]

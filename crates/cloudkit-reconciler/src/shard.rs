@@ -124,7 +124,14 @@ pub fn unowned<'a>(
 }
 
 /// Writes this shard's selector on its Lease, watches the shards' Leases and the metadata of
-/// the CIs of `cis` (metadata only: the labels are all it reads), and keeps the gauge of CIs no shard selects, until `shutdown` completes.
+/// the CIs of `cis` that no shard selects, and keeps the gauge of those CIs until `shutdown`
+/// completes.
+///
+/// When every shard selects by values of one key (the recipe's `key=value`), the API server
+/// filters the CI watch ([`ShardSelector::none_of`]): a shard then holds and hears of only the
+/// unowned CIs, usually none, and the watch is started again whenever the set of shards
+/// changes. With other selectors it watches the metadata of every CI of the scope and matches
+/// their labels itself; the objects it keeps are trimmed to their names and labels.
 pub async fn watch_shards(
     client: Client,
     cis: Api<PartialObjectMeta<ComputeInstance>>,
@@ -151,40 +158,85 @@ pub async fn watch_shards(
                 futures::future::ready(())
             })
     };
-    let (ci_store, ci_writer) = reflector::store();
-    let ci_watch = {
-        let changed = Arc::clone(&changed);
-        watcher(cis, watcher::Config::default().any_semantic())
-            .default_backoff()
-            .reflect(ci_writer)
-            .touched_objects()
-            .for_each(move |_| {
-                changed.notify_one();
-                futures::future::ready(())
-            })
-    };
-    let count = count_loop(
-        &leases,
-        &membership,
-        &lease_store,
-        &ci_store,
-        &changed,
-        &metrics,
-    );
     info!(
         lease = %membership.lease_name(),
         lease_namespace = %namespace,
         selector = %membership.selector,
         "counting the CIs no shard selects"
     );
+    let counting = async {
+        register(
+            &leases,
+            &membership.lease_name(),
+            &membership.selector.to_string(),
+        )
+        .await;
+        // Until the Leases are listed, the shards are not known.
+        if lease_store.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut last = None;
+        loop {
+            let filter =
+                ShardSelector::none_of(&shard_selectors(&membership, &lease_store.state()));
+            let mut config = watcher::Config::default().any_semantic();
+            if let Some(filter) = &filter {
+                config = config.labels_from(filter);
+            }
+            info!(
+                filter = %filter.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "watching the CIs no shard selects (no filter: every CI, matched here)"
+            );
+            let (ci_store, ci_writer) = reflector::store();
+            let ci_watch = {
+                let changed = Arc::clone(&changed);
+                watcher(cis.clone(), config)
+                    .default_backoff()
+                    .modify(trim)
+                    .reflect(ci_writer)
+                    .touched_objects()
+                    .for_each(move |_| {
+                        changed.notify_one();
+                        futures::future::ready(())
+                    })
+            };
+            let count = count_loop(
+                &leases,
+                &membership,
+                &lease_store,
+                &ci_store,
+                &changed,
+                &metrics,
+                &filter,
+                &mut last,
+            );
+            tokio::select! {
+                _ = ci_watch => return,
+                // The shards changed so that the filter did: watch again.
+                _ = count => {}
+            }
+        }
+    };
     tokio::select! {
         _ = shutdown => {}
         _ = lease_watch => {}
-        _ = ci_watch => {}
-        _ = count => {}
+        _ = counting => {}
     }
 }
 
+/// What the count reads of a CI: its name, namespace and labels.
+fn trim(ci: &mut PartialObjectMeta<ComputeInstance>) {
+    let meta = &mut ci.metadata;
+    meta.managed_fields = None;
+    meta.annotations = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+}
+
+/// Counts the unowned CIs of `ci_store` whenever something changed (at least every
+/// [`RECOUNT_INTERVAL`]); returns when the shards changed so that the CIs' `filter` no longer
+/// is theirs.
+#[allow(clippy::too_many_arguments)]
 async fn count_loop(
     leases: &Api<Lease>,
     membership: &Membership,
@@ -192,17 +244,15 @@ async fn count_loop(
     ci_store: &Store<PartialObjectMeta<ComputeInstance>>,
     changed: &Notify,
     metrics: &ShardMetrics,
+    filter: &Option<kube::core::Selector>,
+    last: &mut Option<usize>,
 ) {
     let own = membership.lease_name();
     let text = membership.selector.to_string();
-    register(leases, &own, &text).await;
-    // Until both lists are complete, a count would take missing Leases for missing shards.
-    let (Ok(()), Ok(())) =
-        tokio::join!(lease_store.wait_until_ready(), ci_store.wait_until_ready())
-    else {
+    // Until the CIs are listed, a count would be wrong.
+    if ci_store.wait_until_ready().await.is_err() {
         return;
-    };
-    let mut last: Option<usize> = None;
+    }
     loop {
         let state = lease_store.state();
         let registered = state
@@ -214,6 +264,9 @@ async fn count_loop(
             register(leases, &own, &text).await;
         }
         let selectors = shard_selectors(membership, &state);
+        if ShardSelector::none_of(&selectors) != *filter {
+            return;
+        }
         let cis = ci_store.state();
         let names = unowned(
             &selectors,
@@ -226,7 +279,7 @@ async fn count_loop(
         );
         let n = names.len();
         metrics.unowned.set(i64::try_from(n).unwrap_or(i64::MAX));
-        if last != Some(n) {
+        if *last != Some(n) {
             if n > 0 {
                 let sample: Vec<&str> = names.iter().take(5).map(String::as_str).collect();
                 warn!(
@@ -241,7 +294,7 @@ async fn count_loop(
                     "every ComputeInstance has a shard"
                 );
             }
-            last = Some(n);
+            *last = Some(n);
         }
         let _ = tokio::time::timeout(RECOUNT_INTERVAL, changed.notified()).await;
         tokio::time::sleep(SETTLE).await;

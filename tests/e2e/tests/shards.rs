@@ -55,9 +55,26 @@ async fn jobs_finished(scene: &Scene, op: usize) -> f64 {
 async fn two_shards_split_one_namespace_and_report_the_cis_no_shard_owns() {
     let mut scene = Scene::new("shards").await;
     scene.sim = Some(simulator(phases(20, 0, 100), phases(20, 0, 50), Outcome::Successful).await);
+    let ns = scene.namespace.clone();
+    // Shard c is registered (its Lease names its selector) but not running: it owns its CIs.
+    let leases: Api<Lease> = Api::namespaced(scene.client.clone(), &ns);
+    let down = Lease {
+        metadata: kube::api::ObjectMeta {
+            name: Some(format!("{LEASE}-c")),
+            annotations: Some(
+                [(
+                    SHARD_SELECTOR_ANNOTATION.to_string(),
+                    format!("{SHARD_LABEL}=c"),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        spec: None,
+    };
+    leases.create(&Default::default(), &down).await.unwrap();
     let a = scene.start_operator(shard_operator(&scene, "a")).await;
     let b = scene.start_operator(shard_operator(&scene, "b")).await;
-    let ns = scene.namespace.clone();
     let api = scene.api_in(&ns);
 
     let ci_a = in_shard("vm-a", "a", "team-a").create(&api).await;
@@ -70,12 +87,27 @@ async fn two_shards_split_one_namespace_and_report_the_cis_no_shard_owns() {
             .await;
     }
 
-    // The unowned CIs (a shard nobody runs, no label at all) show on both shards.
+    // The unowned CI (no label at all) shows on both shards; shard c's does not.
     for op in [a, b] {
         scene
-            .eventually("2 unowned CIs on each shard", || async {
-                unowned(&scene, op).await == 2.0
+            .eventually("1 unowned CI on each shard", || async {
+                unowned(&scene, op).await == 1.0
             })
+            .await;
+    }
+    // Retiring shard c (deleting its Lease) leaves its CI unowned. The shards' watch of the
+    // unowned CIs is filtered by the API server (`shard notin (a,b,c)` at their start), so it
+    // has to start again with the new filter to see that CI.
+    leases
+        .delete(&format!("{LEASE}-c"), &Default::default())
+        .await
+        .unwrap();
+    for op in [a, b] {
+        scene
+            .eventually(
+                "2 unowned CIs on each shard with shard c retired",
+                || async { unowned(&scene, op).await == 2.0 },
+            )
             .await;
     }
     assert!(
@@ -141,7 +173,6 @@ async fn two_shards_split_one_namespace_and_report_the_cis_no_shard_owns() {
     );
 
     // Two Leases, held by the two processes, each naming its shard's selector.
-    let leases: Api<Lease> = Api::namespaced(scene.client.clone(), &ns);
     for (op, shard) in [(a, "a"), (b, "b")] {
         let lease = leases.get(&format!("{LEASE}-{shard}")).await.unwrap();
         assert_eq!(
