@@ -356,8 +356,8 @@ impl Cluster {
 
     /// PIDs of etcd, kube-apiserver and kube-controller-manager.
     pub fn server_pids(&self) -> (u32, u32, u32) {
-        let [etcd, apiserver, controller_manager] = self.env.pids();
-        (etcd, apiserver, controller_manager)
+        let [etcd, apiserver, _watchdog] = self.env.pids();
+        (etcd, apiserver, self.env.controller_manager_pid())
     }
 }
 
