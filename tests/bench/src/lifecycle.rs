@@ -15,7 +15,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::cluster::{Cluster, Requests, Target, WriteCounter, Writes, bench_spec, ci_name};
@@ -132,6 +132,9 @@ impl CpuMark {
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Lifecycle {
     pub n: usize,
+    /// How many tenants the CIs are spread over (0 in results of older runs: 1).
+    #[serde(default)]
+    pub tenants: usize,
     pub provider: String,
     pub provision_secs: f64,
     pub delete_secs: f64,
@@ -144,9 +147,11 @@ pub struct Lifecycle {
     /// GETs and LISTs of ComputeInstances (all clients) per half.
     pub provision_reads: f64,
     pub delete_reads: f64,
-    /// Of those, the automation's (both halves). Absent in results of older runs.
+    /// Of those, the automation's. Absent in results of older runs.
     #[serde(default)]
-    pub automation_reads: f64,
+    pub provision_automation_reads: f64,
+    #[serde(default)]
+    pub delete_automation_reads: f64,
     /// Every request the API server answered in each half. Absent in results of older runs.
     #[serde(default)]
     pub provision_requests: Requests,
@@ -205,6 +210,19 @@ impl Floor {
 
 pub fn new_ci(i: usize) -> ComputeInstance {
     cloudkit_test_support::in_test_tenant(ComputeInstance::new(&ci_name(i), bench_spec()))
+}
+
+/// CI `i` of CIs spread over `tenants` tenants (`tenant-<i mod tenants>`); all in the test
+/// tenant when `tenants` is 1.
+pub fn ci_of_tenants(i: usize, tenants: usize) -> ComputeInstance {
+    let mut ci = new_ci(i);
+    if tenants > 1 {
+        ci.annotations_mut().insert(
+            cloudkit_api::metadata::TENANT_ANNOTATION.to_string(),
+            format!("tenant-{}", i % tenants),
+        );
+    }
+    ci
 }
 
 /// A create call: the CI's name, when the call started and when it returned.
@@ -288,6 +306,7 @@ impl Automation {
 pub async fn run_operator(
     bin: &Path,
     n: usize,
+    tenants: usize,
     provider: ProviderKind,
     poll_interval: &str,
 ) -> anyhow::Result<Lifecycle> {
@@ -329,7 +348,10 @@ pub async fn run_operator(
     let q0 = cluster.apiserver_requests().await?;
     let cpu = CpuMark::now(&cluster, &[operator.pid]);
     let t0 = Instant::now();
-    create_all(&api, 0..n, CLIENT_CONCURRENCY).await?;
+    create_each(&api, 0..n, CLIENT_CONCURRENCY, |i| {
+        ci_of_tenants(i, tenants)
+    })
+    .await?;
     let done = tracker
         .wait("every CI Running", deadline(n), |c| c.running == n)
         .await
@@ -344,6 +366,7 @@ pub async fn run_operator(
     let m1 = automation.writes();
     let provision = Breakdown::new(a1.since(&a0), u1.since(&u0), m1.since(&m0));
     let r1 = cluster.apiserver_reads().await?;
+    let automation_reads1 = automation.reads();
     let q1 = cluster.apiserver_requests().await?;
 
     let cpu = CpuMark::now(&cluster, &[operator.pid]);
@@ -362,7 +385,7 @@ pub async fn run_operator(
     let delete = Breakdown::new(a2.since(&a1), u2.since(&u1), m2.since(&m1));
     let conflicts = cluster.apiserver_conflicts().await? - conflicts0;
     let r2 = cluster.apiserver_reads().await?;
-    let automation_reads = automation.reads() - automation_reads0;
+    let delete_automation_reads = automation.reads() - automation_reads1;
     let q2 = cluster.apiserver_requests().await?;
 
     if traced.is_some() {
@@ -390,6 +413,7 @@ pub async fn run_operator(
     operator.stop().await?;
     Ok(Lifecycle {
         n,
+        tenants,
         provider: provider.to_string(),
         provision_secs,
         delete_secs,
@@ -401,7 +425,8 @@ pub async fn run_operator(
         // Each scrape of /metrics is no CI read; the counters only count the clients.
         provision_reads: r1 - r0,
         delete_reads: r2 - r1,
-        automation_reads,
+        provision_automation_reads: automation_reads1 - automation_reads0,
+        delete_automation_reads,
         provision_requests: q1.since(&q0),
         delete_requests: q2.since(&q1),
         launches,
@@ -440,17 +465,31 @@ pub struct FloorPlan {
     pub delete_object_patches: usize,
     pub delete_status_patches: usize,
     pub delete_events: usize,
+    /// The automation's reads of its CI (GETs before its patches): part of the workload, not
+    /// of the operator. Absent (0) in results of older runs.
+    #[serde(default)]
+    pub provision_reads: usize,
+    #[serde(default)]
+    pub delete_reads: usize,
 }
 
 impl FloorPlan {
     pub fn from_run(run: &Lifecycle) -> FloorPlan {
-        FloorPlan::from_writes(&run.provision.apiserver, &run.delete.apiserver)
+        FloorPlan::from_counts(
+            &run.provision.apiserver,
+            &run.delete.apiserver,
+            run.provision_automation_reads,
+            run.delete_automation_reads,
+        )
     }
 
-    /// From every write the API server counted in each half of a run.
-    pub fn from_writes(p: &Writes, d: &Writes) -> FloorPlan {
+    /// From every write the API server counted in each half of a run, and the automation's
+    /// reads in each.
+    pub fn from_counts(p: &Writes, d: &Writes, p_reads: f64, d_reads: f64) -> FloorPlan {
         let count = |v: f64| v.round().max(0.0) as usize;
         FloorPlan {
+            provision_reads: count(p_reads),
+            delete_reads: count(d_reads),
             // The creates are the floor's own, one per CI.
             provision_object_patches: count(p.of(Target::Object) - p.verb("POST", Target::Object)),
             provision_status_patches: count(p.of(Target::Status)),
@@ -466,8 +505,8 @@ fn share(total: usize, n: usize, i: usize) -> usize {
     total / n + usize::from(i < total % n)
 }
 
-/// The API floor: for each CI, the same number of writes as the operator's run made, in a
-/// plausible order (create, finalizer, status, automation's finalizer and annotation, status
+/// The API floor: for each CI, the same number of writes as the operator's run made and the
+/// automation's reads, in a plausible order (create, finalizer, status, automation's finalizer and annotation, status
 /// Running, events; delete, status Deleting, events, finalizers removed) with no reads and no
 /// decisions, `concurrency` CIs at a time.
 pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow::Result<Floor> {
@@ -489,6 +528,9 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
             async move {
                 let name = ci_name(i);
                 let ci = api.create(&PostParams::default(), &new_ci(i)).await?;
+                for _ in 0..share(plan.provision_reads, n, i) {
+                    api.get(&name).await?;
+                }
                 let metas = share(plan.provision_object_patches, n, i);
                 let statuses = share(plan.provision_status_patches, n, i);
                 for k in 0..metas {
@@ -529,6 +571,9 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
             async move {
                 let name = ci_name(i);
                 api.delete(&name, &DeleteParams::default()).await?;
+                for _ in 0..share(plan.delete_reads, n, i) {
+                    api.get(&name).await?;
+                }
                 for _ in 0..share(plan.delete_status_patches, n, i) {
                     merge_status(api, &name, &status.deleting()).await?;
                 }

@@ -5,8 +5,8 @@
 //! shards finish theirs while its CIs wait untouched, and a new process of the killed shard
 //! finishes them. The launch ledger of the simulator shows no CI launched twice.
 //!
-//! The API floor at the same N (the writes of the single process's run, with no logic) says how
-//! much the API server leaves to gain.
+//! The API floor at the same N (the writes of the single process's run and the automation's
+//! reads, with no logic) says how much the API server leaves to gain.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
@@ -80,6 +80,11 @@ pub struct Run {
     /// Every write the API server counted in each half.
     pub provision_writes: Writes,
     pub delete_writes: Writes,
+    /// The automation's reads of CIs in each half.
+    #[serde(default)]
+    pub provision_automation_reads: f64,
+    #[serde(default)]
+    pub delete_automation_reads: f64,
     pub processes: Vec<Process>,
 }
 
@@ -252,6 +257,7 @@ async fn lifecycle(
     let tracker = Tracker::start(api.clone()).await?;
 
     let a0 = cluster.apiserver_writes().await?;
+    let reads0 = sim.writes.reads();
     let cpu = CpuMark::now(cluster, &pids);
     let t0 = Instant::now();
     lifecycle::create_each(&api, 0..n, CLIENT_CONCURRENCY, sharded_ci).await?;
@@ -263,6 +269,7 @@ async fn lifecycle(
     let provision_cpu = cpu.since();
     settle(cluster).await?;
     let a1 = cluster.apiserver_writes().await?;
+    let reads1 = sim.writes.reads();
     let uids = uids(&api, None).await?;
 
     let cpu = CpuMark::now(cluster, &pids);
@@ -294,6 +301,8 @@ async fn lifecycle(
         delete_cpu,
         provision_writes: a1.since(&a0),
         delete_writes: a2.since(&a1),
+        provision_automation_reads: reads1 - reads0,
+        delete_automation_reads: sim.writes.reads() - reads1,
         processes,
     };
     Ok((run, operators, uids))
@@ -478,7 +487,12 @@ pub async fn run(config: &Config, n: usize) -> anyhow::Result<Shards> {
     }
 
     eprintln!("[7] lifecycle of {n} CIs, API floor");
-    let plan = FloorPlan::from_writes(&single.provision_writes, &single.delete_writes);
+    let plan = FloorPlan::from_counts(
+        &single.provision_writes,
+        &single.delete_writes,
+        single.provision_automation_reads,
+        single.delete_automation_reads,
+    );
     let floor = lifecycle::run_floor(n, plan, config.floor_concurrency).await?;
     eprintln!(
         "    provision {:.1} CI/s, delete {:.1} CI/s",
