@@ -74,7 +74,15 @@ pub(crate) struct Memory {
     superseded: HashMap<String, Vec<String>>,
     /// Per CI uid: why the last deletion of a VMI for a restart failed.
     restart_errors: HashMap<String, String>,
+    /// CIs whose finalizer a pass removed, oldest first: their entry in `superseded` stays for
+    /// [`RELEASED_MEMORY`] (the cache can still hand out the version before the removal, and a
+    /// pass over it would try the removal again), then goes.
+    released: std::collections::VecDeque<(Instant, String)>,
 }
+
+/// How long the versions a finalizer removal replaced are remembered: longer than the watch
+/// takes to bring the object's deletion.
+const RELEASED_MEMORY: Duration = Duration::from_secs(60);
 
 impl Memory {
     /// Whether `rv` is a version of `uid` that the last pass over it replaced with its own
@@ -90,6 +98,31 @@ impl Memory {
         }
         self.superseded.remove(uid);
         false
+    }
+
+    /// Forgets CI `uid` whose finalizer a pass removed, all but the versions that pass replaced
+    /// (`replaced`, the version it read last included), which are remembered for a while.
+    fn released(&mut self, uid: &str, replaced: Vec<String>, now: Instant) {
+        self.forget(uid);
+        while let Some((at, _)) = self.released.front() {
+            if now.saturating_duration_since(*at) < RELEASED_MEMORY {
+                break;
+            }
+            if let Some((_, old)) = self.released.pop_front() {
+                self.superseded.remove(&old);
+            }
+        }
+        self.superseded.insert(uid.to_string(), replaced);
+        self.released.push_back((now, uid.to_string()));
+    }
+
+    /// Everything about CI `uid`.
+    fn forget(&mut self, uid: &str) {
+        self.superseded.remove(uid);
+        self.not_before.remove(uid);
+        self.cancels.retain(|(u, _)| u != uid);
+        self.polled.retain(|(u, _), _| u != uid);
+        self.restart_errors.remove(uid);
     }
 }
 
@@ -345,7 +378,10 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
         if !writes::remove_finalizer(&api, &current, ctx).await? {
             return Ok(Action::requeue(STALE_RETRY));
         }
-        forget(ctx, &uid);
+        // The object goes (or waits for the automation's finalizer); until its deletion comes
+        // through the watch, the cache can still hand out the version with our finalizer.
+        replaced.extend(current.resource_version());
+        ctx.memory().released(&uid, replaced, Instant::now());
     } else if !replaced.is_empty() {
         ctx.memory().superseded.insert(uid.clone(), replaced);
     }
@@ -559,15 +595,6 @@ fn is_superseded(ctx: &Context, uid: &str, ci: &ComputeInstance) -> bool {
     ctx.memory().is_superseded(uid, &rv)
 }
 
-fn forget(ctx: &Context, uid: &str) {
-    let mut memory = ctx.memory();
-    memory.superseded.remove(uid);
-    memory.not_before.remove(uid);
-    memory.cancels.retain(|(u, _)| u != uid);
-    memory.polled.retain(|(u, _), _| u != uid);
-    memory.restart_errors.remove(uid);
-}
-
 fn err_label<T>(r: &Result<T, ProviderError>) -> Option<&'static str> {
     r.as_ref().err().map(|e| e.kind().as_str())
 }
@@ -610,6 +637,26 @@ fn reports_new_result(ci: &ComputeInstance, status: &ComputeInstanceStatus) -> b
 mod tests {
     use super::*;
     use cloudkit_api::metadata::PROVISION_INTENT_ANNOTATION;
+
+    #[test]
+    fn the_versions_a_finalizer_removal_replaced_are_skipped_for_a_while() {
+        let mut memory = Memory::default();
+        let t0 = Instant::now();
+        memory
+            .not_before
+            .insert("u1".into(), (Timestamp::now(), None));
+        memory.released("u1", vec!["5".into(), "7".into()], t0);
+        assert!(memory.not_before.is_empty(), "the rest is forgotten");
+        assert!(memory.is_superseded("u1", "7"), "the version it read last");
+        assert!(memory.is_superseded("u1", "5"), "one it replaced earlier");
+        // Later removals clear the records that are old enough, not the recent ones.
+        memory.released("u2", vec!["9".into()], t0 + Duration::from_secs(30));
+        assert!(memory.superseded.contains_key("u1"));
+        memory.released("u3", vec!["11".into()], t0 + RELEASED_MEMORY);
+        assert!(!memory.superseded.contains_key("u1"), "u1's record expired");
+        assert!(memory.is_superseded("u2", "9") && memory.is_superseded("u3", "11"));
+        assert_eq!(memory.released.len(), 2);
+    }
 
     #[test]
     fn a_new_reconciled_annotation_is_a_reason_to_poll_at_once() {

@@ -76,6 +76,10 @@ impl Operator {
                 deprovision,
             } => settings.eda(provision, deprovision),
         };
+        // A log filter for the operators of the run (`RUST_LOG` syntax), to see what they do.
+        if let Ok(filter) = std::env::var("CLOUDKIT_BENCH_OPERATOR_LOG") {
+            settings = settings.env("RUST_LOG", &filter);
+        }
         for (k, v) in &options.env {
             settings = settings.env(k, v);
         }
