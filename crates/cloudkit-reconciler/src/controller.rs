@@ -322,7 +322,10 @@ async fn reconcile_inner(raw: &ComputeInstance, ctx: &Context) -> Result<Action,
         }
     }
     if let Some(status) = plan.status_write() {
-        let result = write_status(&api, &current, status, &ctx.metrics).await;
+        let result = match writes::progress_patch(stored.as_ref(), status) {
+            Some(patch) => writes::write_status_tested(&api, &current, patch, &ctx.metrics).await,
+            None => write_status(&api, &current, status, &ctx.metrics).await,
+        };
         if !advance(result, &mut current, &mut replaced, ctx, "status")? {
             return Ok(Action::requeue(STALE_RETRY));
         }

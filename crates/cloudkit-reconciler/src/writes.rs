@@ -147,7 +147,7 @@ pub(crate) fn advance(
             *current = updated;
             Ok(true)
         }
-        Err(e) if is_conflict(&e) => {
+        Err(e) if is_conflict(&e) || is_failed_test(&e) => {
             ctx.metrics.write_conflict(write);
             Ok(false)
         }
@@ -264,14 +264,92 @@ pub(crate) fn answer_patch(
     serde_json::from_value(ops).ok()
 }
 
-/// Writes the status with `patch` (from [`answer_patch`]).
-async fn write_status_tested(
+/// A write that only records what polls found out about jobs the stored status already holds
+/// under a job id (their state, message, times), and the condition messages that tell it, as a
+/// JSON patch: tests that each such job is still at its place with the id and state read (and
+/// each such message is what was read), and replaces only those. The
+/// automation's metadata writes in between (its finalizer, its annotation) then do not refuse
+/// it, as a resourceVersion precondition would; what the poll found is true whatever they
+/// changed. `None` for any other change (the write keeps the precondition).
+pub(crate) fn progress_patch(
+    stored: Option<&ComputeInstanceStatus>,
+    status: &ComputeInstanceStatus,
+) -> Option<json_patch::Patch> {
+    let stored = stored?;
+    let (Ok(serde_json::Value::Object(mut old)), Ok(serde_json::Value::Object(mut new))) =
+        (serde_json::to_value(stored), serde_json::to_value(status))
+    else {
+        return None;
+    };
+    let (old_jobs, new_jobs) = (old.remove("jobs"), new.remove("jobs"));
+    let (old_conditions, new_conditions) = (old.remove("conditions"), new.remove("conditions"));
+    if old != new || stored.jobs.len() != status.jobs.len() {
+        return None;
+    }
+    let (old_jobs, new_jobs) = (old_jobs?, new_jobs?);
+    let mut ops = Vec::new();
+    // Conditions that tell the job's state in their message (`ConfigurationApplied`: "... job 1
+    // is Running"): only messages may change, each tested.
+    if old_conditions != new_conditions {
+        let (old_c, new_c) = (old_conditions?, new_conditions?);
+        let (old_c, new_c) = (old_c.as_array()?, new_c.as_array()?);
+        if old_c.len() != new_c.len() {
+            return None;
+        }
+        for (k, (was, is)) in old_c.iter().zip(new_c).enumerate() {
+            let (mut was_rest, mut is_rest) = (was.clone(), is.clone());
+            was_rest.as_object_mut()?.remove("message");
+            is_rest.as_object_mut()?.remove("message");
+            if was_rest != is_rest {
+                return None;
+            }
+            if was["message"] != is["message"] {
+                ops.push(serde_json::json!({
+                    "op": "test", "path": format!("/status/conditions/{k}/message"),
+                    "value": was["message"] }));
+                ops.push(serde_json::json!({
+                    "op": "replace", "path": format!("/status/conditions/{k}/message"),
+                    "value": is["message"] }));
+            }
+        }
+    }
+    for (i, (was, is)) in stored.jobs.iter().zip(&status.jobs).enumerate() {
+        if old_jobs[i] == new_jobs[i] {
+            continue;
+        }
+        if was.job_id.is_empty()
+            || was.job_id != is.job_id
+            || was.launch_key != is.launch_key
+            || was.job_type != is.job_type
+        {
+            return None;
+        }
+        ops.push(serde_json::json!({
+            "op": "test", "path": format!("/status/jobs/{i}/jobID"), "value": was.job_id }));
+        ops.push(serde_json::json!({
+            "op": "test", "path": format!("/status/jobs/{i}/state"), "value": old_jobs[i]["state"] }));
+        ops.push(serde_json::json!({
+            "op": "replace", "path": format!("/status/jobs/{i}"), "value": new_jobs[i] }));
+    }
+    // Only a job's change warrants a write without the resourceVersion.
+    if !ops.iter().any(|op| {
+        op["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("/status/jobs/"))
+    }) {
+        return None;
+    }
+    serde_json::from_value(serde_json::Value::Array(ops)).ok()
+}
+
+/// Writes the status with `patch` (from [`answer_patch`] or [`progress_patch`]).
+pub(crate) async fn write_status_tested(
     api: &Api<ComputeInstance>,
     current: &ComputeInstance,
     patch: json_patch::Patch,
     metrics: &Metrics,
 ) -> Result<ComputeInstance, kube::Error> {
-    tracing::debug!(ci = %current.name_any(), "writing the launch's answer");
+    tracing::debug!(ci = %current.name_any(), "writing a tested status patch");
     metrics.status_written();
     let mut updated = api
         .patch_status(
@@ -431,6 +509,7 @@ fn is_failed_test(e: &kube::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conditions::set_condition;
     use cloudkit_api::metadata::AAP_FINALIZER;
     use serde_json::json;
 
@@ -536,6 +615,84 @@ mod tests {
 
         // A stored status without the intent: no tested patch (the precondition write instead).
         assert!(answer_patch(Some(&ComputeInstanceStatus::default()), key, &status).is_none());
+    }
+
+    #[test]
+    fn a_polled_job_state_is_a_tested_patch_of_its_entry_alone() {
+        let job = |id: &str, state: JobState| {
+            let mut j = JobStatus::new(id, JobType::Provision, Time(Timestamp::UNIX_EPOCH), state);
+            j.launch_key = Some(format!("uid-1/provision/abc/{id}"));
+            j
+        };
+        let status = |jobs: Vec<JobStatus>| {
+            let message = format!("provision job 42 is {}", jobs[jobs.len() - 1].state);
+            let mut conditions = Vec::new();
+            set_condition(
+                &mut conditions,
+                "ConfigurationApplied",
+                false,
+                "Applying",
+                &message,
+                Some(1),
+                Timestamp::UNIX_EPOCH,
+            );
+            ComputeInstanceStatus {
+                desired_config_version: Some("abc".into()),
+                jobs,
+                conditions,
+                ..ComputeInstanceStatus::default()
+            }
+        };
+        let stored = status(vec![
+            job("7", JobState::Succeeded),
+            job("42", JobState::Pending),
+        ]);
+        let mut running = job("42", JobState::Running);
+        running.message = Some("running".into());
+        let polled = status(vec![job("7", JobState::Succeeded), running.clone()]);
+        let patch = serde_json::to_value(progress_patch(Some(&stored), &polled).unwrap()).unwrap();
+        assert_eq!(
+            patch,
+            json!([
+                {"op": "test", "path": "/status/conditions/0/message",
+                 "value": "provision job 42 is Pending"},
+                {"op": "replace", "path": "/status/conditions/0/message",
+                 "value": "provision job 42 is Running"},
+                {"op": "test", "path": "/status/jobs/1/jobID", "value": "42"},
+                {"op": "test", "path": "/status/jobs/1/state", "value": "Pending"},
+                {"op": "replace", "path": "/status/jobs/1", "value": serde_json::to_value(&running).unwrap()},
+            ])
+        );
+
+        // Anything else keeps the resourceVersion precondition.
+        let mut phase = polled.clone();
+        phase.phase = Some(cloudkit_api::Phase::Running);
+        let added = status(vec![
+            job("7", JobState::Succeeded),
+            job("42", JobState::Pending),
+            job("43", JobState::Pending),
+        ]);
+        let answered = status(vec![
+            job("7", JobState::Succeeded),
+            job("", JobState::Pending),
+        ]);
+        let other_id = status(vec![
+            job("7", JobState::Succeeded),
+            job("44", JobState::Running),
+        ]);
+        let mut reason = polled.clone();
+        reason.conditions[0].reason = "Applied".into();
+        for (what, stored, new) in [
+            ("another field too", Some(&stored), &phase),
+            ("a job added", Some(&stored), &added),
+            ("an intent without id", Some(&answered), &polled),
+            ("another job id", Some(&stored), &other_id),
+            ("a condition's reason", Some(&stored), &reason),
+            ("nothing changed", Some(&stored), &stored),
+            ("no stored status", None, &polled),
+        ] {
+            assert!(progress_patch(stored, new).is_none(), "{what}");
+        }
     }
 
     #[test]

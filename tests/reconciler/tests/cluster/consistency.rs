@@ -168,6 +168,38 @@ async fn a_status_write_during_the_launch_refuses_the_answer_once_and_keeps_the_
     a_write_during_the_launch("c3s", true).await;
 }
 
+/// A poll finds the job running, and before its pass writes that, the automation writes the
+/// CI's metadata: the write records the job's state all the same, without a refusal, since it
+/// tests the job's entry rather than the resourceVersion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_metadata_write_during_a_poll_does_not_refuse_the_polled_state() {
+    let ns = env().namespace("c3p").await;
+    let sim = simulator(phases(50, 0, 3000), phases(50, 0, 100), Outcome::Successful).await;
+    let client = env().admin_client().await;
+    let (interfering, reached_hook) =
+        Hooked::wrap(aap_provider(&sim), Hook::InterfereWithPoll(client));
+    let op = Operator::start(&ns, ProviderRegistry::new(interfering), settings()).await;
+    let api = api(&ns).await;
+    CiFixture::new("vm").create(&api).await;
+    reached(&reached_hook, "a poll that found the job running").await;
+    let ci = wait_for(&api, "vm", Some(&sim), "the job recorded running", |ci| {
+        latest(ci, JobType::Provision).is_some_and(|j| j.state == JobState::Running)
+    })
+    .await;
+    let labels = ci.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get("touched-during-launch").map(String::as_str),
+        Some("yes")
+    );
+    let metrics = op.metrics.render();
+    assert!(
+        !metrics.contains("cloudkit_write_conflicts_total{write=\"status\"}"),
+        "a refused status write:\n{metrics}"
+    );
+    assert_eq!(sim.simulator().stats().launches, 1);
+    op.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconcile_from_a_stale_object_does_not_launch() {
     let ns = env().namespace("c4").await;

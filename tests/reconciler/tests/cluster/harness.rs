@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use cloudkit_aap::{AapConfig, AapProvider};
 use cloudkit_aap_sim::SimHandle;
 use cloudkit_api::Tenant;
-use cloudkit_api::{ComputeInstance, JobStatus, ProviderKind};
+use cloudkit_api::{ComputeInstance, JobState, JobStatus, ProviderKind};
 use cloudkit_provider::{
     CancelOutcome, DeprovisionOutcome, JobObservation, Launch, LaunchLookup, Provider,
     ProviderError, ProviderRegistry, Secret, StartedJob,
@@ -176,6 +176,9 @@ pub enum Hook {
     /// While the launch is in flight, someone else writes the CI's status: the write of the
     /// launch's answer is then refused once.
     InterfereWithStatus(Client),
+    /// The first poll that finds the job running: someone else writes the CI's metadata before
+    /// the answer reaches the pass, as the automation does while its job runs.
+    InterfereWithPoll(Client),
 }
 
 /// A provider that passes everything to `inner` except what its [`Hook`] changes, and tells
@@ -184,6 +187,7 @@ pub struct Hooked {
     inner: Arc<dyn Provider>,
     hook: Hook,
     reached: Arc<Notify>,
+    interfered: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Hooked {
@@ -203,6 +207,7 @@ impl Hooked {
             inner,
             hook,
             reached: Arc::clone(&reached),
+            interfered: std::sync::atomic::AtomicBool::new(false),
         };
         (Arc::new(hooked), reached)
     }
@@ -223,26 +228,36 @@ impl Hooked {
                 std::future::pending().await
             }
             Hook::Interfere(client) | Hook::InterfereWithStatus(client) => {
-                let api: Api<ComputeInstance> = Api::namespaced(
-                    client.clone(),
-                    ci.metadata.namespace.as_deref().unwrap_or_default(),
-                );
-                let name = ci.metadata.name.clone().unwrap_or_default();
-                let params = PatchParams::default();
-                let written = if matches!(self.hook, Hook::InterfereWithStatus(_)) {
-                    let body =
-                        serde_json::json!({"status": {"lastRestartedAt": "2026-01-01T00:00:00Z"}});
-                    api.patch_status(&name, &params, &Patch::Merge(body)).await
-                } else {
-                    let body = serde_json::json!({"metadata": {"labels": {"touched-during-launch": "yes"}}});
-                    api.patch(&name, &params, &Patch::Merge(body)).await
-                };
-                written.expect("concurrent write");
+                touch(
+                    client,
+                    ci,
+                    matches!(self.hook, Hook::InterfereWithStatus(_)),
+                )
+                .await;
                 self.reached.notify_one();
                 call.await
             }
+            Hook::InterfereWithPoll(_) => call.await,
         }
     }
+}
+
+/// Writes CI `ci` as someone else: its status, or a label `touched-during-launch`.
+async fn touch(client: &Client, ci: &ComputeInstance, status: bool) {
+    let api: Api<ComputeInstance> = Api::namespaced(
+        client.clone(),
+        ci.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let name = ci.metadata.name.clone().unwrap_or_default();
+    let params = PatchParams::default();
+    let written = if status {
+        let body = serde_json::json!({"status": {"lastRestartedAt": "2026-01-01T00:00:00Z"}});
+        api.patch_status(&name, &params, &Patch::Merge(body)).await
+    } else {
+        let body = serde_json::json!({"metadata": {"labels": {"touched-during-launch": "yes"}}});
+        api.patch(&name, &params, &Patch::Merge(body)).await
+    };
+    written.expect("concurrent write");
 }
 
 #[async_trait]
@@ -281,7 +296,19 @@ impl Provider for Hooked {
         ci: &ComputeInstance,
         job: &JobStatus,
     ) -> Result<JobObservation, ProviderError> {
-        self.inner.job_state(ci, job).await
+        let observed = self.inner.job_state(ci, job).await;
+        if let Hook::InterfereWithPoll(client) = &self.hook
+            && observed
+                .as_ref()
+                .is_ok_and(|o| o.state == JobState::Running)
+            && !self
+                .interfered
+                .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            touch(client, ci, false).await;
+            self.reached.notify_one();
+        }
+        observed
     }
     async fn cancel(&self, job: &JobStatus) -> Result<CancelOutcome, ProviderError> {
         self.inner.cancel(job).await
