@@ -547,11 +547,18 @@ const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-config
 /// last-applied copy, which would double the size of an applied CI; and the first provision
 /// intent's annotation once the status is written and it is inert.
 pub(crate) fn slim(ci: &mut ComputeInstance) {
-    ci.managed_fields_mut().clear();
-    if let Some(annotations) = ci.metadata.annotations.as_mut() {
+    drop_unread_metadata(ci);
+    intent::remove_if_inert(ci);
+}
+
+/// Drops the metadata no controller of the operator reads from an object it caches: managed
+/// fields and kubectl's last-applied copy. Nothing is written back from a cached object with a
+/// PUT, so the API server keeps both.
+pub(crate) fn drop_unread_metadata<K: Resource>(object: &mut K) {
+    object.managed_fields_mut().clear();
+    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
         annotations.remove(LAST_APPLIED_ANNOTATION);
     }
-    intent::remove_if_inert(ci);
 }
 
 fn is_superseded(ctx: &Context, uid: &str, ci: &ComputeInstance) -> bool {
@@ -675,6 +682,43 @@ mod tests {
             ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
         slim(&mut bare);
         assert_eq!(bare.metadata.annotations, None, "no empty map is made up");
+    }
+
+    #[test]
+    fn cached_tenants_lose_managed_fields_and_the_applied_copy_only() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
+        let owner = OwnerReference {
+            api_version: "cloudkit.openshift.io/v1alpha1".into(),
+            kind: "ComputeInstance".into(),
+            name: "vm".into(),
+            uid: "u1".into(),
+            ..OwnerReference::default()
+        };
+        let other = (
+            cloudkit_api::metadata::TENANT_ANNOTATION.to_string(),
+            "t".to_string(),
+        );
+        let mut tenant = cloudkit_api::Tenant::new(
+            "t",
+            cloudkit_api::TenantSpec {
+                name: "acme".into(),
+            },
+        );
+        tenant.metadata.owner_references = Some(vec![owner.clone()]);
+        tenant.metadata.finalizers = Some(vec!["f".into()]);
+        tenant.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
+        tenant.metadata.annotations = Some(
+            [
+                (LAST_APPLIED_ANNOTATION.to_string(), "{}".to_string()),
+                other.clone(),
+            ]
+            .into(),
+        );
+        let mut expected = tenant.clone();
+        expected.metadata.managed_fields = Some(vec![]);
+        expected.metadata.annotations = Some([other].into());
+        drop_unread_metadata(&mut tenant);
+        assert_eq!(tenant, expected);
     }
 
     #[test]

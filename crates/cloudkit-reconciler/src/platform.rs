@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::availability::{VmObservation, VmView};
 use crate::conditions::find_condition;
+use crate::controller::drop_unread_metadata;
 use crate::plan::{TenantChange, TenantState, TenantView};
 use crate::restart::{DeleteVmi, VmiState};
 use crate::writes::FIELD_MANAGER;
@@ -136,6 +137,9 @@ impl Platform {
             HashMap::new();
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            // A Tenant has an owner reference per CI, and its managed fields one entry per
+            // reference: thousands of entries that nothing here reads.
+            .modify(drop_unread_metadata::<Tenant>)
             .reflect(writer)
             .touched_objects()
             .for_each(|event| {

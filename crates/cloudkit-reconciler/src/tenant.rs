@@ -22,12 +22,13 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::conditions::set_condition;
+use crate::controller::drop_unread_metadata;
 use crate::writes::FIELD_MANAGER;
 
 /// Name of the UserDefinedNetwork in every tenant namespace.
@@ -510,7 +511,14 @@ pub async fn run_tenants(
     if let Some(shard) = &ctx.shard {
         config = config.labels_from(shard.selector());
     }
-    Controller::new(api, config)
+    let (reader, writer) = reflector::store();
+    // As `Controller::new`, with the managed fields dropped from the cache (one entry per owner
+    // reference, and a Tenant has an owner reference per CI).
+    let tenants = watcher(api, config)
+        .modify(drop_unread_metadata::<Tenant>)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(tenants, reader)
         .watches(
             namespaces,
             watcher::Config::default()
