@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cloudkit_api::cache::drop_unread_metadata;
 use cloudkit_api::intent::{self, with_recorded_intent};
 use cloudkit_api::shard::ShardSelector;
 use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobType, ProviderKind};
@@ -539,9 +540,6 @@ async fn publish(ctx: &Context, ci: &ComputeInstance, events: Vec<EventSpec>) {
     }
 }
 
-/// kubectl's copy of the whole object, on CIs created or updated with `kubectl apply`.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Drops what the operator never reads, from every object it keeps (the cache holds thousands)
 /// and sends to the automation: managed fields, a large share of every object; kubectl's
 /// last-applied copy, which would double the size of an applied CI; and the first provision
@@ -549,16 +547,6 @@ const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-config
 pub(crate) fn slim(ci: &mut ComputeInstance) {
     drop_unread_metadata(ci);
     intent::remove_if_inert(ci);
-}
-
-/// Drops the metadata no controller of the operator reads from an object it caches: managed
-/// fields and kubectl's last-applied copy. Nothing is written back from a cached object with a
-/// PUT, so the API server keeps both.
-pub(crate) fn drop_unread_metadata<K: Resource>(object: &mut K) {
-    object.managed_fields_mut().clear();
-    if let Some(annotations) = object.meta_mut().annotations.as_mut() {
-        annotations.remove(LAST_APPLIED_ANNOTATION);
-    }
 }
 
 fn is_superseded(ctx: &Context, uid: &str, ci: &ComputeInstance) -> bool {
@@ -655,7 +643,10 @@ mod tests {
         ci.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
         ci.metadata.annotations = Some(
             [
-                pair(LAST_APPLIED_ANNOTATION, "{\"kind\":\"ComputeInstance\"}"),
+                pair(
+                    cloudkit_api::cache::LAST_APPLIED_ANNOTATION,
+                    "{\"kind\":\"ComputeInstance\"}",
+                ),
                 retry.clone(),
                 intent.clone(),
             ]
@@ -682,43 +673,6 @@ mod tests {
             ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
         slim(&mut bare);
         assert_eq!(bare.metadata.annotations, None, "no empty map is made up");
-    }
-
-    #[test]
-    fn cached_tenants_lose_managed_fields_and_the_applied_copy_only() {
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ManagedFieldsEntry, OwnerReference};
-        let owner = OwnerReference {
-            api_version: "cloudkit.openshift.io/v1alpha1".into(),
-            kind: "ComputeInstance".into(),
-            name: "vm".into(),
-            uid: "u1".into(),
-            ..OwnerReference::default()
-        };
-        let other = (
-            cloudkit_api::metadata::TENANT_ANNOTATION.to_string(),
-            "t".to_string(),
-        );
-        let mut tenant = cloudkit_api::Tenant::new(
-            "t",
-            cloudkit_api::TenantSpec {
-                name: "acme".into(),
-            },
-        );
-        tenant.metadata.owner_references = Some(vec![owner.clone()]);
-        tenant.metadata.finalizers = Some(vec!["f".into()]);
-        tenant.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
-        tenant.metadata.annotations = Some(
-            [
-                (LAST_APPLIED_ANNOTATION.to_string(), "{}".to_string()),
-                other.clone(),
-            ]
-            .into(),
-        );
-        let mut expected = tenant.clone();
-        expected.metadata.managed_fields = Some(vec![]);
-        expected.metadata.annotations = Some([other].into());
-        drop_unread_metadata(&mut tenant);
-        assert_eq!(tenant, expected);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use cloudkit_api::cache::drop_unread_metadata;
 use cloudkit_api::metadata::{APP_NAME, APP_NAME_LABEL, COMPUTE_INSTANCE_LABEL, TENANT_ANNOTATION};
 use cloudkit_api::names::tenant_object_name;
 use cloudkit_api::shard::ShardSelector;
@@ -26,7 +27,6 @@ use tracing::{info, warn};
 
 use crate::availability::{VmObservation, VmView};
 use crate::conditions::find_condition;
-use crate::controller::drop_unread_metadata;
 use crate::plan::{TenantChange, TenantState, TenantView};
 use crate::restart::{DeleteVmi, VmiState};
 use crate::writes::FIELD_MANAGER;

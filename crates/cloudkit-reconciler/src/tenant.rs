@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cloudkit_api::cache::drop_unread_metadata;
 use cloudkit_api::metadata::{
     APP_NAME, APP_NAME_LABEL, CONDITION_READY, PRIMARY_UDN_LABEL, PROJECT_LABEL, TENANT_FINALIZER,
     TENANT_REF_LABEL,
@@ -28,7 +29,6 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{debug, warn};
 
 use crate::conditions::set_condition;
-use crate::controller::drop_unread_metadata;
 use crate::writes::FIELD_MANAGER;
 
 /// Name of the UserDefinedNetwork in every tenant namespace.
