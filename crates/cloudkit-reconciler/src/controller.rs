@@ -189,11 +189,7 @@ pub async fn run(
 ) {
     let (reader, writer) = reflector::store();
     ctx.metrics.watch(reader.clone());
-    let mut config = watcher::Config::default().any_semantic();
-    if let Some(shard) = &ctx.shard {
-        config = config.labels_from(shard.selector());
-    }
-    let stream = watcher(api, config)
+    let stream = watcher(api, watch_config(ctx.shard.as_ref()))
         .default_backoff()
         .modify(slim)
         .reflect(writer)
@@ -216,6 +212,24 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// CIs per page of the initial list (and of every relist); kube's default is 500. A page is
+/// parsed whole, managed fields included (about 16 KiB per CI), before the cache slims its
+/// objects, so the page size sets the transient peak of a (re)start: about 1.6 MiB for 100
+/// CIs instead of 8 MiB for 500, at the cost of 50 list requests for 5,000 CIs instead of 10.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// The watch of the CIs: any version the API server has cached will do (as client-go's
+/// reflectors), in pages of [`LIST_PAGE_SIZE`], only the shard's CIs when sharded.
+fn watch_config(shard: Option<&ShardSelector>) -> watcher::Config {
+    let config = watcher::Config::default()
+        .any_semantic()
+        .page_size(LIST_PAGE_SIZE);
+    match shard {
+        Some(shard) => config.labels_from(shard.selector()),
+        None => config,
+    }
 }
 
 /// Aborts a task when dropped.
@@ -673,6 +687,25 @@ mod tests {
             ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
         slim(&mut bare);
         assert_eq!(bare.metadata.annotations, None, "no empty map is made up");
+    }
+
+    #[test]
+    fn the_ci_watch_lists_in_small_pages_from_any_cached_version() {
+        let config = watch_config(None);
+        assert_eq!(config.page_size, Some(LIST_PAGE_SIZE));
+        assert!(
+            config.page_size < watcher::Config::default().page_size,
+            "smaller than kube's default page"
+        );
+        assert_eq!(config.list_semantic, watcher::ListSemantic::Any);
+        assert_eq!(config.label_selector, None);
+        let shard = ShardSelector::parse("shard=a");
+        assert!(shard.is_ok(), "{shard:?}");
+        if let Ok(shard) = shard {
+            let config = watch_config(Some(&shard));
+            assert_eq!(config.label_selector.as_deref(), Some("shard=a"));
+            assert_eq!(config.page_size, Some(LIST_PAGE_SIZE));
+        }
     }
 
     #[test]
