@@ -20,6 +20,7 @@
 //!            Some("eda-webhook-1"));
 //! ```
 
+pub mod cache;
 mod compute_instance;
 pub mod conditions;
 mod config_version;

@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloudkit_api::ComputeInstance;
+use cloudkit_api::cache::drop_unread_metadata;
 use cloudkit_api::shard::ShardSelector;
 use futures::StreamExt;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -175,7 +176,14 @@ pub async fn run(
     if let Some(shard) = &ctx.shard {
         config = config.labels_from(shard.selector());
     }
-    Controller::new(api, config)
+    let (reader, writer) = reflector::store();
+    // As `Controller::new`, without what the reports never read: the managed fields alone
+    // double the size of the cache of every CI.
+    let cis = watcher(api, config)
+        .modify(drop_unread_metadata::<ComputeInstance>)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(cis, reader)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

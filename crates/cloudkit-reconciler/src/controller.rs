@@ -11,6 +11,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cloudkit_api::cache::drop_unread_metadata;
 use cloudkit_api::intent::{self, with_recorded_intent};
 use cloudkit_api::shard::ShardSelector;
 use cloudkit_api::{ComputeInstance, ComputeInstanceStatus, JobType, ProviderKind};
@@ -221,11 +222,7 @@ pub async fn run(
 ) {
     let (reader, writer) = reflector::store();
     ctx.metrics.watch(reader.clone());
-    let mut config = watcher::Config::default().any_semantic();
-    if let Some(shard) = &ctx.shard {
-        config = config.labels_from(shard.selector());
-    }
-    let stream = watcher(api, config)
+    let stream = watcher(api, watch_config(ctx.shard.as_ref()))
         .default_backoff()
         .modify(slim)
         .reflect(writer)
@@ -248,6 +245,24 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// CIs per page of the initial list (and of every relist); kube's default is 500. A page is
+/// parsed whole, managed fields included (about 16 KiB per CI), before the cache slims its
+/// objects, so the page size sets the transient peak of a (re)start: about 1.6 MiB for 100
+/// CIs instead of 8 MiB for 500, at the cost of 50 list requests for 5,000 CIs instead of 10.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// The watch of the CIs: any version the API server has cached will do (as client-go's
+/// reflectors), in pages of [`LIST_PAGE_SIZE`], only the shard's CIs when sharded.
+fn watch_config(shard: Option<&ShardSelector>) -> watcher::Config {
+    let config = watcher::Config::default()
+        .any_semantic()
+        .page_size(LIST_PAGE_SIZE);
+    match shard {
+        Some(shard) => config.labels_from(shard.selector()),
+        None => config,
+    }
 }
 
 /// Aborts a task when dropped.
@@ -578,18 +593,12 @@ async fn publish(ctx: &Context, ci: &ComputeInstance, events: Vec<EventSpec>) {
     }
 }
 
-/// kubectl's copy of the whole object, on CIs created or updated with `kubectl apply`.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
-
 /// Drops what the operator never reads, from every object it keeps (the cache holds thousands)
 /// and sends to the automation: managed fields, a large share of every object; kubectl's
 /// last-applied copy, which would double the size of an applied CI; and the first provision
 /// intent's annotation once the status is written and it is inert.
 pub(crate) fn slim(ci: &mut ComputeInstance) {
-    ci.managed_fields_mut().clear();
-    if let Some(annotations) = ci.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED_ANNOTATION);
-    }
+    drop_unread_metadata(ci);
     intent::remove_if_inert(ci);
 }
 
@@ -698,7 +707,10 @@ mod tests {
         ci.metadata.managed_fields = Some(vec![ManagedFieldsEntry::default()]);
         ci.metadata.annotations = Some(
             [
-                pair(LAST_APPLIED_ANNOTATION, "{\"kind\":\"ComputeInstance\"}"),
+                pair(
+                    cloudkit_api::cache::LAST_APPLIED_ANNOTATION,
+                    "{\"kind\":\"ComputeInstance\"}",
+                ),
                 retry.clone(),
                 intent.clone(),
             ]
@@ -725,6 +737,25 @@ mod tests {
             ComputeInstance::new("vm", cloudkit_api::ComputeInstanceSpec::for_template("t"));
         slim(&mut bare);
         assert_eq!(bare.metadata.annotations, None, "no empty map is made up");
+    }
+
+    #[test]
+    fn the_ci_watch_lists_in_small_pages_from_any_cached_version() {
+        let config = watch_config(None);
+        assert_eq!(config.page_size, Some(LIST_PAGE_SIZE));
+        assert!(
+            config.page_size < watcher::Config::default().page_size,
+            "smaller than kube's default page"
+        );
+        assert_eq!(config.list_semantic, watcher::ListSemantic::Any);
+        assert_eq!(config.label_selector, None);
+        let shard = ShardSelector::parse("shard=a");
+        assert!(shard.is_ok(), "{shard:?}");
+        if let Ok(shard) = shard {
+            let config = watch_config(Some(&shard));
+            assert_eq!(config.label_selector.as_deref(), Some("shard=a"));
+            assert_eq!(config.page_size, Some(LIST_PAGE_SIZE));
+        }
     }
 
     #[test]

@@ -101,7 +101,7 @@ mod writes;
 
 pub use availability::{VmObservation, VmView, apply_availability};
 pub use conditions::{find_condition, is_true, remove_condition, set_condition};
-pub use controller::{Context, Error, capabilities, reconcile, run};
+pub use controller::{Context, Error, LIST_PAGE_SIZE, capabilities, reconcile, run};
 pub use decide::{TENANT_QUIET_PERIOD, decide, reconciled_version};
 pub use messages::reason;
 pub use metrics::Metrics;

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use cloudkit_api::cache::drop_unread_metadata;
 use cloudkit_api::metadata::{APP_NAME, APP_NAME_LABEL, COMPUTE_INSTANCE_LABEL, TENANT_ANNOTATION};
 use cloudkit_api::names::tenant_object_name;
 use cloudkit_api::shard::ShardSelector;
@@ -136,6 +137,9 @@ impl Platform {
             HashMap::new();
         watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
+            // A Tenant has an owner reference per CI, and its managed fields one entry per
+            // reference: thousands of entries that nothing here reads.
+            .modify(drop_unread_metadata::<Tenant>)
             .reflect(writer)
             .touched_objects()
             .for_each(|event| {

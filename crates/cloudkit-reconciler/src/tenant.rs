@@ -10,6 +10,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use cloudkit_api::cache::drop_unread_metadata;
 use cloudkit_api::metadata::{
     APP_NAME, APP_NAME_LABEL, CONDITION_READY, PRIMARY_UDN_LABEL, PROJECT_LABEL, TENANT_FINALIZER,
     TENANT_REF_LABEL,
@@ -22,8 +23,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{debug, warn};
 
@@ -510,7 +511,14 @@ pub async fn run_tenants(
     if let Some(shard) = &ctx.shard {
         config = config.labels_from(shard.selector());
     }
-    Controller::new(api, config)
+    let (reader, writer) = reflector::store();
+    // As `Controller::new`, with the managed fields dropped from the cache (one entry per owner
+    // reference, and a Tenant has an owner reference per CI).
+    let tenants = watcher(api, config)
+        .modify(drop_unread_metadata::<Tenant>)
+        .reflect(writer)
+        .applied_objects();
+    Controller::for_stream(tenants, reader)
         .watches(
             namespaces,
             watcher::Config::default()

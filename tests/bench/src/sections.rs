@@ -423,10 +423,14 @@ pub async fn cache_probe(namespace: &str, keep_managed_fields: bool) -> anyhow::
     api.list(&kube::api::ListParams::default().limit(1)).await?;
     let before = probe::memory(pid)?;
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default().any_semantic())
+    // The operator's watch: any cached version, its page size.
+    let config = watcher::Config::default()
+        .any_semantic()
+        .page_size(cloudkit_reconciler::LIST_PAGE_SIZE);
+    let stream = watcher(api, config)
         .modify(move |ci: &mut ComputeInstance| {
             if !keep_managed_fields {
-                ci.managed_fields_mut().clear();
+                cloudkit_api::cache::drop_unread_metadata(ci);
             }
         })
         .reflect(writer)
