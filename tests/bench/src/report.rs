@@ -499,6 +499,12 @@ fn requests_table(out: &mut String, r: &Results) {
     if columns.iter().any(|(_, r, _)| r.0.is_empty()) {
         return;
     }
+    requests_columns(out, n, &columns);
+}
+
+/// The table of requests per CI by kind, one pair of columns per run; the last is the floor,
+/// and rows go by the first run's extra time over it.
+fn requests_columns(out: &mut String, n: usize, columns: &[(String, Requests, f64)]) {
     let get = |r: &Requests, k: &str| r.0.get(k).copied().unwrap_or((0.0, 0.0));
     let (first, floor) = (&columns[0], &columns[columns.len() - 1]);
     let mut keys: Vec<&String> = columns.iter().flat_map(|(_, r, _)| r.0.keys()).collect();
@@ -688,6 +694,28 @@ fn shards_section(out: &mut String, s: &Shards, cpus: usize) {
         cpu(&f.delete_cpu),
         s.sharded.max_hwm_mib() / s.single.max_hwm_mib(),
     );
+    let both = |p: &Requests, d: &Requests| p.plus(d);
+    let columns = [
+        (
+            "one process".to_string(),
+            both(&s.single.provision_requests, &s.single.delete_requests),
+            n as f64,
+        ),
+        (
+            format!("{} shards", names.len()),
+            both(&s.sharded.provision_requests, &s.sharded.delete_requests),
+            n as f64,
+        ),
+        (
+            "API floor".to_string(),
+            both(&f.provision_requests, &f.delete_requests),
+            n as f64,
+        ),
+    ];
+    if columns.iter().all(|(_, r, _)| !r.0.is_empty()) {
+        requests_columns(out, n, &columns);
+        out.push('\n');
+    }
     let ledger = |l: &crate::shards::Ledger| {
         format!(
             "{} of {} CIs launched exactly once per job type ({} launches; most for one CI and \

@@ -80,6 +80,11 @@ pub struct Run {
     /// Every write the API server counted in each half.
     pub provision_writes: Writes,
     pub delete_writes: Writes,
+    /// Every request the API server answered in each half.
+    #[serde(default)]
+    pub provision_requests: crate::cluster::Requests,
+    #[serde(default)]
+    pub delete_requests: crate::cluster::Requests,
     /// The automation's reads of CIs in each half.
     #[serde(default)]
     pub provision_automation_reads: f64,
@@ -257,6 +262,7 @@ async fn lifecycle(
     let tracker = Tracker::start(api.clone()).await?;
 
     let a0 = cluster.apiserver_writes().await?;
+    let q0 = cluster.apiserver_requests().await?;
     let reads0 = sim.writes.reads();
     let cpu = CpuMark::now(cluster, &pids);
     let t0 = Instant::now();
@@ -269,6 +275,7 @@ async fn lifecycle(
     let provision_cpu = cpu.since();
     settle(cluster).await?;
     let a1 = cluster.apiserver_writes().await?;
+    let q1 = cluster.apiserver_requests().await?;
     let reads1 = sim.writes.reads();
     let uids = uids(&api, None).await?;
 
@@ -283,6 +290,7 @@ async fn lifecycle(
     let delete_cpu = cpu.since();
     settle(cluster).await?;
     let a2 = cluster.apiserver_writes().await?;
+    let q2 = cluster.apiserver_requests().await?;
 
     let mut processes = Vec::new();
     for (operator, shard) in operators.iter().zip(shards) {
@@ -301,6 +309,8 @@ async fn lifecycle(
         delete_cpu,
         provision_writes: a1.since(&a0),
         delete_writes: a2.since(&a1),
+        provision_requests: q1.since(&q0),
+        delete_requests: q2.since(&q1),
         provision_automation_reads: reads1 - reads0,
         delete_automation_reads: sim.writes.reads() - reads1,
         processes,
