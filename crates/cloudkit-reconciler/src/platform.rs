@@ -34,13 +34,6 @@ use crate::writes::FIELD_MANAGER;
 /// How often a cluster without the VirtualMachine API is asked again.
 pub const KUBEVIRT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
-/// How long a Tenant's adoptions gather before they are written together (see
-/// [`Platform::adopt`]).
-pub const ADOPTION_LINGER: Duration = Duration::from_millis(500);
-
-/// How long after a failed adoption write its CIs' passes try again.
-const ADOPTION_RETRY: Duration = Duration::from_secs(5);
-
 pub use cloudkit_api::platform::{vm_resource, vmi_resource};
 
 /// VMs by the CI name of their label; `None` while the cluster has no VirtualMachine API.
@@ -427,14 +420,13 @@ impl Platform {
         }
     }
 
-    /// Adds `owner` to the owners of Tenant `ns/name`. The pass does not wait for it: the owner
-    /// joins the Tenant's pending owners, and one task per Tenant appends all that are pending
-    /// with one JSON patch, [`ADOPTION_LINGER`] after the first arrived. So CIs created in a
-    /// burst, or arriving steadily for one tenant, make a few writes of the Tenant instead of one
-    /// each (each write of a Tenant with N owners costs the API server O(N)), appends do not
-    /// conflict with each other, and no reconcile slot waits for them. A failed write is
-    /// retried by the passes of the CIs it concerned, which it wakes after [`ADOPTION_RETRY`]
-    /// (every pass of a CI not yet an owner plans the adoption again).
+    /// Adds `owner` to the owners of Tenant `ns/name`. CIs created in a burst for one tenant
+    /// adopt it all at once: one pass at a time writes, appending every owner that arrived
+    /// meanwhile in one JSON patch, so the Tenant is written a handful of times instead of once
+    /// per CI (each write of a Tenant with N owners costs the API server O(N)), and appends do
+    /// not conflict with each other. A pass that finds a write under way leaves its owner to it;
+    /// a failed write leaves the owners to the next pass that adopts (every pass of a CI not yet
+    /// an owner plans the adoption again).
     async fn adopt(
         &self,
         api: &Api<Tenant>,
@@ -457,18 +449,7 @@ impl Platform {
             }
             entry.writing = true;
         }
-        let platform = self.clone();
-        let api = api.clone();
-        tokio::spawn(async move { platform.write_adoptions(api, key).await });
-        Ok(())
-    }
-
-    /// The task of [`Platform::adopt`] for one Tenant: appends its pending owners until none is
-    /// left.
-    async fn write_adoptions(self, api: Api<Tenant>, key: (String, String)) {
-        let (ns, name) = (&key.0, &key.1);
         loop {
-            tokio::time::sleep(ADOPTION_LINGER).await;
             let cached = self.tenants.get(&ObjectRef::new(name).within(ns));
             let batch = {
                 let mut adoptions = self.adoptions.lock().unwrap_or_else(|e| e.into_inner());
@@ -488,28 +469,20 @@ impl Platform {
                     if entry.written.is_empty() {
                         adoptions.remove(&key);
                     }
-                    return;
+                    return Ok(());
                 }
                 batch
             };
-            let result = self.append_owners(&api, name, cached, &batch).await;
-            if let Err(e) = result {
-                warn!(tenant = %name, namespace = %ns, owners = batch.len(), error = %e,
-                    "adding CIs to the owners of their Tenant");
-                tokio::time::sleep(ADOPTION_RETRY).await;
-                {
-                    let mut adoptions = self.adoptions.lock().unwrap_or_else(|e| e.into_inner());
-                    let entry = adoptions.entry(key.clone()).or_default();
-                    entry.writing = false;
-                }
-                for owner in &batch {
-                    self.wake(ObjectRef::new(&owner.name).within(ns));
-                }
-                return;
-            }
+            let result = self.append_owners(api, name, cached, &batch).await;
             let mut adoptions = self.adoptions.lock().unwrap_or_else(|e| e.into_inner());
             let entry = adoptions.entry(key.clone()).or_default();
-            entry.written.extend(batch.into_iter().map(|o| o.uid));
+            match result {
+                Ok(()) => entry.written.extend(batch.into_iter().map(|o| o.uid)),
+                Err(e) => {
+                    entry.writing = false;
+                    return Err(e);
+                }
+            }
         }
     }
 
