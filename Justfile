@@ -56,6 +56,6 @@ testenv-down:
 chaos *args:
     hack/chaos.sh {{args}}
 
-# End-to-end benchmarks, about 15 minutes; rewrites docs/performance.md numbers (`--quick`: smoke run).
+# End-to-end benchmarks, about 20 minutes; rewrites docs/performance.md numbers (`--quick`: smoke run).
 bench *args:
     hack/bench.sh {{args}}
