@@ -141,20 +141,12 @@ pub async fn run(config: &Config, want: impl Fn(u8) -> bool) -> anyhow::Result<R
                     &config.poll_interval,
                 )
                 .await?;
-                eprintln!(
-                    "    provision {:.1} CI/s, delete {:.1} CI/s",
-                    run.provision_rate(),
-                    run.delete_rate()
-                );
+                rates(run.provision_rate(), run.delete_rate());
                 if want(1) {
                     let plan = FloorPlan::from_run(&run);
                     eprintln!("[1] lifecycle of {n} CIs, API floor, run {rep}");
                     let floor = lifecycle::run_floor(n, plan, config.floor_concurrency).await?;
-                    eprintln!(
-                        "    provision {:.1} CI/s, delete {:.1} CI/s",
-                        floor.provision_rate(),
-                        floor.delete_rate()
-                    );
+                    rates(floor.provision_rate(), floor.delete_rate());
                     results.floors.push((plan, floor));
                 }
                 results.lifecycles.push(run);
@@ -174,11 +166,7 @@ pub async fn run(config: &Config, want: impl Fn(u8) -> bool) -> anyhow::Result<R
                 &config.poll_interval,
             )
             .await?;
-            eprintln!(
-                "    provision {:.1} CI/s, delete {:.1} CI/s",
-                run.provision_rate(),
-                run.delete_rate()
-            );
+            rates(run.provision_rate(), run.delete_rate());
             results.spread = Some(run);
         }
     }
@@ -198,11 +186,7 @@ pub async fn run(config: &Config, want: impl Fn(u8) -> bool) -> anyhow::Result<R
         let run =
             lifecycle::run_operator(&config.bin, n, 1, ProviderKind::Eda, &config.poll_interval)
                 .await?;
-        eprintln!(
-            "    provision {:.1} CI/s, delete {:.1} CI/s",
-            run.provision_rate(),
-            run.delete_rate()
-        );
+        rates(run.provision_rate(), run.delete_rate());
         results.eda = Some(run);
     }
     if want(3) {
@@ -228,6 +212,11 @@ pub async fn run(config: &Config, want: impl Fn(u8) -> bool) -> anyhow::Result<R
     results.machine.load_end = probe::loadavg();
     results.machine.duration_secs = started.elapsed().as_secs_f64();
     Ok(results)
+}
+
+/// The progress line of one lifecycle.
+pub fn rates(provision: f64, delete: f64) {
+    eprintln!("    provision {provision:.1} CI/s, delete {delete:.1} CI/s");
 }
 
 fn total_memory_gib() -> f64 {

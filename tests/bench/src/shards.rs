@@ -25,7 +25,7 @@ use crate::lifecycle::{
 };
 use crate::operator::{Operator, Options};
 use crate::probe::Memory;
-use crate::sections::Config;
+use crate::sections::{Config, rates};
 use crate::sim::{Sim, Speed};
 use crate::tracker::Tracker;
 
@@ -443,22 +443,14 @@ pub async fn run(config: &Config, n: usize) -> anyhow::Result<Shards> {
         for operator in operators {
             operator.stop().await?;
         }
-        eprintln!(
-            "    provision {:.1} CI/s, delete {:.1} CI/s",
-            single.provision_rate(),
-            single.delete_rate()
-        );
+        rates(single.provision_rate(), single.delete_rate());
 
         eprintln!("[7] lifecycle of {n} CIs, {} shards", SHARDS.len());
         let namespace = cluster.extra_namespace("sharded").await?;
         let shards: Vec<Option<&str>> = SHARDS.iter().map(|s| Some(*s)).collect();
         let (sharded, mut operators, mut uids) =
             lifecycle(config, &cluster, &sim, &namespace, &shards, n).await?;
-        eprintln!(
-            "    provision {:.1} CI/s, delete {:.1} CI/s",
-            sharded.provision_rate(),
-            sharded.delete_rate()
-        );
+        rates(sharded.provision_rate(), sharded.delete_rate());
 
         eprintln!(
             "[7] {kill_n} CIs, shard {} killed before they are deleted",
@@ -504,11 +496,7 @@ pub async fn run(config: &Config, n: usize) -> anyhow::Result<Shards> {
         single.delete_automation_reads,
     );
     let floor = lifecycle::run_floor(n, plan, config.floor_concurrency).await?;
-    eprintln!(
-        "    provision {:.1} CI/s, delete {:.1} CI/s",
-        floor.provision_rate(),
-        floor.delete_rate()
-    );
+    rates(floor.provision_rate(), floor.delete_rate());
     Ok(Shards {
         single,
         sharded,
