@@ -203,6 +203,49 @@ impl Requests {
     }
 }
 
+/// The API server's counters at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct ApiCounters {
+    /// Writes on ComputeInstances and events, refused ones included.
+    pub writes: Writes,
+    /// Reads of ComputeInstances (GET and LIST; watches excluded).
+    pub reads: f64,
+    /// Writes answered with 409 Conflict.
+    pub conflicts: f64,
+    /// Every request, by kind.
+    pub requests: Requests,
+}
+
+impl ApiCounters {
+    fn from_samples(samples: &[Sample]) -> ApiCounters {
+        let total = samples
+            .iter()
+            .filter(|s| s.name == "apiserver_request_total");
+        ApiCounters {
+            writes: writes_from_samples(samples),
+            reads: total
+                .clone()
+                .filter(|s| {
+                    s.labels.get("resource").map(String::as_str) == Some("computeinstances")
+                })
+                .filter(|s| {
+                    matches!(
+                        s.labels.get("verb").map(String::as_str),
+                        Some("GET" | "LIST")
+                    )
+                })
+                .map(|s| s.value)
+                .sum(),
+            conflicts: total
+                .filter(|s| s.labels.get("code").map(String::as_str) == Some("409"))
+                .filter(|s| relevant(s).is_some())
+                .map(|s| s.value)
+                .sum(),
+            requests: Requests::from_samples(samples),
+        }
+    }
+}
+
 /// Counts the writes a client sends, by verb and target, as the client sees them.
 #[derive(Debug, Default)]
 pub struct WriteCounter {
@@ -299,27 +342,9 @@ impl Cluster {
         Ok(writes_from_samples(&self.apiserver_metrics().await?))
     }
 
-    /// Every request the API server answered so far, by verb and resource.
-    pub async fn apiserver_requests(&self) -> anyhow::Result<Requests> {
-        Ok(Requests::from_samples(&self.apiserver_metrics().await?))
-    }
-
-    /// Reads of ComputeInstances (GET and LIST; watches excluded) the API server answered.
-    pub async fn apiserver_reads(&self) -> anyhow::Result<f64> {
-        Ok(self
-            .apiserver_metrics()
-            .await?
-            .iter()
-            .filter(|s| s.name == "apiserver_request_total")
-            .filter(|s| s.labels.get("resource").map(String::as_str) == Some("computeinstances"))
-            .filter(|s| {
-                matches!(
-                    s.labels.get("verb").map(String::as_str),
-                    Some("GET" | "LIST")
-                )
-            })
-            .map(|s| s.value)
-            .sum())
+    /// All the API server's counters the benchmark reads, from one scrape of its `/metrics`.
+    pub async fn counters(&self) -> anyhow::Result<ApiCounters> {
+        Ok(ApiCounters::from_samples(&self.apiserver_metrics().await?))
     }
 
     /// Another namespace in this API server.
@@ -329,19 +354,6 @@ impl Cluster {
 
     pub fn cis_in(&self, namespace: &str) -> Api<ComputeInstance> {
         Api::namespaced(self.client.clone(), namespace)
-    }
-
-    /// Write counters answered with 409 Conflict.
-    pub async fn apiserver_conflicts(&self) -> anyhow::Result<f64> {
-        Ok(self
-            .apiserver_metrics()
-            .await?
-            .iter()
-            .filter(|s| s.name == "apiserver_request_total")
-            .filter(|s| s.labels.get("code").map(String::as_str) == Some("409"))
-            .filter(|s| relevant(s).is_some())
-            .map(|s| s.value)
-            .sum())
     }
 
     async fn apiserver_metrics(&self) -> anyhow::Result<Vec<Sample>> {

@@ -339,13 +339,10 @@ pub async fn run_operator(
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let load_before = probe::loadavg();
-    let a0 = cluster.apiserver_writes().await?;
+    let c0 = cluster.counters().await?;
     let u0 = user.snapshot();
     let m0 = automation.writes();
-    let conflicts0 = cluster.apiserver_conflicts().await?;
-    let r0 = cluster.apiserver_reads().await?;
     let automation_reads0 = automation.reads();
-    let q0 = cluster.apiserver_requests().await?;
     let cpu = CpuMark::now(&cluster, &[operator.pid]);
     let t0 = Instant::now();
     create_each(&api, 0..n, CLIENT_CONCURRENCY, |i| {
@@ -361,13 +358,11 @@ pub async fn run_operator(
     // Writes still in flight at the moment the last CI turned Running (the automation's or the
     // operator's last status write) land within a moment; count them with this half.
     settle(&cluster).await?;
-    let a1 = cluster.apiserver_writes().await?;
+    let c1 = cluster.counters().await?;
     let u1 = user.snapshot();
     let m1 = automation.writes();
-    let provision = Breakdown::new(a1.since(&a0), u1.since(&u0), m1.since(&m0));
-    let r1 = cluster.apiserver_reads().await?;
+    let provision = Breakdown::new(c1.writes.since(&c0.writes), u1.since(&u0), m1.since(&m0));
     let automation_reads1 = automation.reads();
-    let q1 = cluster.apiserver_requests().await?;
 
     let cpu = CpuMark::now(&cluster, &[operator.pid]);
     let t1 = Instant::now();
@@ -379,14 +374,12 @@ pub async fn run_operator(
     let delete_secs = (gone.at - t1).as_secs_f64();
     let delete_cpu = cpu.since();
     settle(&cluster).await?;
-    let a2 = cluster.apiserver_writes().await?;
+    let c2 = cluster.counters().await?;
     let u2 = user.snapshot();
     let m2 = automation.writes();
-    let delete = Breakdown::new(a2.since(&a1), u2.since(&u1), m2.since(&m1));
-    let conflicts = cluster.apiserver_conflicts().await? - conflicts0;
-    let r2 = cluster.apiserver_reads().await?;
+    let delete = Breakdown::new(c2.writes.since(&c1.writes), u2.since(&u1), m2.since(&m1));
+    let conflicts = c2.conflicts - c0.conflicts;
     let delete_automation_reads = automation.reads() - automation_reads1;
-    let q2 = cluster.apiserver_requests().await?;
 
     if traced.is_some() {
         eprintln!("watch events of {}:", traced.as_deref().unwrap_or_default());
@@ -423,12 +416,12 @@ pub async fn run_operator(
         delete_cpu,
         conflicts,
         // Each scrape of /metrics is no CI read; the counters only count the clients.
-        provision_reads: r1 - r0,
-        delete_reads: r2 - r1,
+        provision_reads: c1.reads - c0.reads,
+        delete_reads: c2.reads - c1.reads,
         provision_automation_reads: automation_reads1 - automation_reads0,
         delete_automation_reads,
-        provision_requests: q1.since(&q0),
-        delete_requests: q2.since(&q1),
+        provision_requests: c1.requests.since(&c0.requests),
+        delete_requests: c2.requests.since(&c1.requests),
         launches,
         max_launches_per_key,
         operator_status_writes,
@@ -518,8 +511,7 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
     // The same watch the operator's run has, so both pay the same harness cost.
     let _tracker = Tracker::start(api.clone()).await?;
 
-    let a0 = cluster.apiserver_writes().await?;
-    let q0 = cluster.apiserver_requests().await?;
+    let c0 = cluster.counters().await?;
     let cpu = CpuMark::now(&cluster, &[]);
     let t0 = Instant::now();
     futures::stream::iter(0..n)
@@ -560,8 +552,7 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
         .await?;
     let provision_secs = t0.elapsed().as_secs_f64();
     let provision_cpu = cpu.since();
-    let a1 = cluster.apiserver_writes().await?;
-    let q1 = cluster.apiserver_requests().await?;
+    let c1 = cluster.counters().await?;
 
     let cpu = CpuMark::now(&cluster, &[]);
     let t1 = Instant::now();
@@ -597,8 +588,7 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
         .await?;
     let delete_secs = t1.elapsed().as_secs_f64();
     let delete_cpu = cpu.since();
-    let a2 = cluster.apiserver_writes().await?;
-    let q2 = cluster.apiserver_requests().await?;
+    let c2 = cluster.counters().await?;
     if !api.list(&Default::default()).await?.items.is_empty() {
         bail!("the floor left CIs behind");
     }
@@ -607,12 +597,12 @@ pub async fn run_floor(n: usize, plan: FloorPlan, concurrency: usize) -> anyhow:
         concurrency,
         provision_secs,
         delete_secs,
-        provision_writes: a1.since(&a0),
-        delete_writes: a2.since(&a1),
+        provision_writes: c1.writes.since(&c0.writes),
+        delete_writes: c2.writes.since(&c1.writes),
         provision_cpu,
         delete_cpu,
-        provision_requests: q1.since(&q0),
-        delete_requests: q2.since(&q1),
+        provision_requests: c1.requests.since(&c0.requests),
+        delete_requests: c2.requests.since(&c1.requests),
     })
 }
 

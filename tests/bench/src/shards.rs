@@ -261,8 +261,7 @@ async fn lifecycle(
     let api = cluster.cis_in(namespace);
     let tracker = Tracker::start(api.clone()).await?;
 
-    let a0 = cluster.apiserver_writes().await?;
-    let q0 = cluster.apiserver_requests().await?;
+    let c0 = cluster.counters().await?;
     let reads0 = sim.writes.reads();
     let cpu = CpuMark::now(cluster, &pids);
     let t0 = Instant::now();
@@ -274,8 +273,7 @@ async fn lifecycle(
     let provision_secs = (done.at - t0).as_secs_f64();
     let provision_cpu = cpu.since();
     settle(cluster).await?;
-    let a1 = cluster.apiserver_writes().await?;
-    let q1 = cluster.apiserver_requests().await?;
+    let c1 = cluster.counters().await?;
     let reads1 = sim.writes.reads();
     let uids = uids(&api, None).await?;
 
@@ -289,8 +287,7 @@ async fn lifecycle(
     let delete_secs = (gone.at - t1).as_secs_f64();
     let delete_cpu = cpu.since();
     settle(cluster).await?;
-    let a2 = cluster.apiserver_writes().await?;
-    let q2 = cluster.apiserver_requests().await?;
+    let c2 = cluster.counters().await?;
 
     let mut processes = Vec::new();
     for (operator, shard) in operators.iter().zip(shards) {
@@ -307,10 +304,10 @@ async fn lifecycle(
         delete_secs,
         provision_cpu,
         delete_cpu,
-        provision_writes: a1.since(&a0),
-        delete_writes: a2.since(&a1),
-        provision_requests: q1.since(&q0),
-        delete_requests: q2.since(&q1),
+        provision_writes: c1.writes.since(&c0.writes),
+        delete_writes: c2.writes.since(&c1.writes),
+        provision_requests: c1.requests.since(&c0.requests),
+        delete_requests: c2.requests.since(&c1.requests),
         provision_automation_reads: reads1 - reads0,
         delete_automation_reads: sim.writes.reads() - reads1,
         processes,
